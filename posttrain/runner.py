@@ -1,0 +1,147 @@
+"""Runs one stage as a versioned, tracked, idempotent step (no Prefect here).
+
+execute(): version key -> output dir; a complete dir with the same key is reused (cache hit) in
+any later iteration; otherwise: MLflow child run, the stage body, checkpoint logged and
+registered, marker written last. Any exception marks the MLflow run FAILED, registers nothing,
+and is re-raised as StageFailed naming the stage.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from posttrain import tracking
+from posttrain.config import Params, load_params
+from posttrain.paths import Layout, layout
+from posttrain.stage_dir import is_complete, mark_complete, read_marker, version_key
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"stage '{stage}' failed: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """What every stage task needs to know about the iteration: small, plain, serialisable."""
+
+    project: str
+    profile: str
+    overrides: tuple[str, ...]
+    parent_run_id: str
+    flow_run_id: str
+    git_sha: str
+
+    def params(self) -> Params:
+        return load_params(Path(self.project) / "params.yaml", self.profile, self.overrides)
+
+    def layout(self) -> Layout:
+        return layout(self.project)
+
+    def tags(self) -> dict[str, str]:
+        return {"profile": self.profile, "git_sha": self.git_sha, "prefect_flow_run_id": self.flow_run_id,
+                "iteration": self.parent_run_id, "backend": "local"}
+
+
+@dataclass
+class Record:
+    """A stage's recorded output: what downstream stages, the run table and lineage read."""
+
+    stage: str
+    key: str
+    out: str
+    run_id: str
+    metrics: dict[str, float]
+    model: str | None = None
+    model_version: str | None = None
+    label: str = ""
+    cached: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_marker(cls, out: Path) -> "Record":
+        meta = read_marker(out)
+        return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta}, cached=True)
+
+
+def execute(
+    it: Iteration,
+    stage: str,
+    *,
+    config: dict,
+    inputs: dict[str, str],
+    code: str,
+    body: Callable[[Path], dict[str, float]],
+    datasets: dict[str, tuple[str, str]] | None = None,
+    model_name: str | None = None,
+    parent_version: str | None = None,
+    label: str = "",
+) -> Record:
+    """inputs: {name: version key or md5 of each input}; datasets: {name: (path, md5)} to log;
+    model_name: register out/model under this registered model."""
+    lay = it.layout()
+    key = version_key(stage, config, inputs, code)
+    out = lay.stage_dir(stage, key)
+    tracking.configure(lay.runs)
+    name = f"{stage}.{label}" if label else stage
+    if is_complete(out):
+        record = Record.from_marker(out)
+        tracking.set_tags(it.parent_run_id, {f"reused.{name}": record.run_id})
+        return record
+    if out.exists():  # an unfinished attempt: never resumed from as if it were complete
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
+    try:
+        tracking.log_params(run_id, {**{f"config.{k}": v for k, v in _flatten(config).items()},
+                                     **{f"input.{k}": v for k, v in inputs.items()}})
+        for ds_name, (path, md5) in (datasets or {}).items():
+            tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
+        metrics = body(out)
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(f"non-finite metrics {bad}")
+        tracking.log_metrics(run_id, metrics)
+        history = out / "log_history.json"
+        if history.is_file():
+            import json
+
+            tracking.log_history(run_id, json.loads(history.read_text()))
+        record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label)
+        if model_name:
+            model_dir = out / "model"
+            tracking.log_artifacts(run_id, model_dir, "model")
+            record.model = str(model_dir)
+            record.model_version = tracking.register(
+                run_id, model_name, "model",
+                {"stage": stage, "iteration": it.parent_run_id, "version_key": key, "profile": it.profile,
+                 "parent_version": parent_version or "base", "git_sha": it.git_sha},
+            )
+            tracking.set_tags(run_id, {"model_version": f"{model_name}/{record.model_version}"})
+        mark_complete(out, asdict(record))
+    except BaseException as err:
+        tracking.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        tracking.set_tags(run_id, {"error": f"{type(err).__name__}: {err}"[:4000]})
+        if isinstance(err, Exception):
+            raise StageFailed(stage, f"{type(err).__name__}: {err}") from err
+        raise
+    tracking.end_run(run_id, "FINISHED")
+    tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": run_id})
+    return record
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat

@@ -1,0 +1,192 @@
+"""One function per stage: resolve config and inputs, then `runner.execute` the task body.
+
+This is the single entry point for a stage: the Prefect tasks in flows/ wrap these functions,
+`posttrain stage NAME` calls them, and `dvc repro` calls curate's body through the CLI.
+Arguments and results are paths, ids and small records, never models or DataFrames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+from posttrain import dvc, models, tracking
+from posttrain.config import as_dict, load_params
+from posttrain.paths import layout
+from posttrain.runner import Iteration, Record, execute
+from posttrain.stage_dir import code_digest
+
+DATA_STAGE = "curate"
+
+
+def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
+    """Validate the config (fails fast, before any work) and open the iteration's parent run."""
+    lay = layout(project)
+    params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
+    tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
+    sha = tracking.git_sha(lay.project)
+    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": "iteration",
+            "pipeline": params.pipeline.name}
+    run_id = tracking.start_parent(lay.runs, f"iteration-{profile}", tags,
+                                   {"profile": profile, "overrides": " ".join(overrides) or "-", "git_sha": sha})
+    return Iteration(str(lay.project), profile, tuple(overrides), run_id, flow_run_id, sha)
+
+
+def close_iteration(it: Iteration, status: str) -> None:
+    tracking.configure(it.layout().runs)
+    tracking.end_run(it.parent_run_id, status)
+
+
+def curate(it: Iteration) -> Record:
+    """`dvc repro curate` (a no-op when data/ is up to date), then record the data versions."""
+    from tasks import curate as curate_task, validate
+
+    lay = it.layout()
+    dvc.repro(lay.project, DATA_STAGE)
+    md5s = dvc.locked_outs(lay.project, DATA_STAGE)
+    paths = {Path(p).stem: str(lay.project / p) for p in md5s}
+    splits = {Path(p).stem: md5 for p, md5 in md5s.items()}
+    stats = json.loads((lay.project / "data" / "curate_stats.json").read_text())
+    record = execute(
+        it, DATA_STAGE,
+        config=as_dict(it.params().curate),
+        inputs={f"md5.{k}": v for k, v in splits.items()},
+        code=code_digest(curate_task, validate),
+        datasets={name: (paths[name], splits[name]) for name in splits},
+        body=lambda out: stats,
+    )
+    record.extra.update(paths=paths, md5=splits)
+    return record
+
+
+def base_model(it: Iteration) -> Record:
+    """The checkpoint the iteration starts from (converted/cached; not a tracked stage)."""
+    p = it.params()
+    path = models.base_model(p.model, p.pipeline.seed)
+    key = Path(path).name if Path(path).exists() else path  # cache dir names carry the content hash
+    return Record(stage="base", key=key, out=path, run_id="", metrics={}, model=path)
+
+
+def _path(data: Record, split: str) -> Path:
+    return Path(data.extra["paths"][split])
+
+
+def _dataset(data: Record, split: str) -> tuple[str, str]:
+    """(path, md5) of a curated split, for MLflow's dataset inputs."""
+    return data.extra["paths"][split], data.extra["md5"][split]
+
+
+def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record, splits: tuple[str, ...],
+                 model_name: str, call) -> Record:
+    p = it.params()
+    cfg = p.section(stage)
+    from posttrain import training
+
+    return execute(
+        it, stage,
+        config={"stage": as_dict(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
+        inputs={"model": parent.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}},
+        code=code_digest(module, training),
+        datasets={s: _dataset(data, s) for s in splits},
+        body=lambda out: call(cfg, p, out),
+        model_name=model_name,
+        parent_version=parent.model_version,
+    )
+
+
+def sft(it: Iteration, base: Record, data: Record) -> Record:
+    from tasks import sft as task
+
+    return _train_stage(it, "sft", task, base, data, ("sft",), it.params().pipeline.name,
+                        lambda cfg, p, out: task.run(cfg, p.model, model=base.model, data=_path(data, "sft"),
+                                                     out=out, seed=p.pipeline.seed))
+
+
+def reward_model(it: Iteration, sft_rec: Record, data: Record) -> Record:
+    from tasks import reward_model as task
+
+    return _train_stage(it, "reward_model", task, sft_rec, data, ("preferences", "preferences_eval"),
+                        it.params().pipeline.name + "-reward-model",
+                        lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
+                                                     eval_data=_path(data, "preferences_eval"), out=out,
+                                                     seed=p.pipeline.seed))
+
+
+def align(it: Iteration, sft_rec: Record, data: Record) -> Record:
+    from tasks import align as task
+
+    return _train_stage(it, "align", task, sft_rec, data, ("preferences",), it.params().pipeline.name,
+                        lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
+                                                     out=out, seed=p.pipeline.seed))
+
+
+def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
+    from tasks import reason as task
+
+    return _train_stage(it, "reason", task, align_rec, data, ("rl",), it.params().pipeline.name,
+                        lambda cfg, p, out: task.run(cfg, p.model, model=align_rec.model, data=_path(data, "rl"),
+                                                     out=out, seed=p.pipeline.seed))
+
+
+def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
+    from tasks import safety as task
+
+    return _train_stage(it, "safety", task, reason_rec, data, ("safety",), it.params().pipeline.name,
+                        lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
+                                                     out=out, seed=p.pipeline.seed))
+
+
+def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str) -> Record:
+    """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage)."""
+    from evaluations import math_score, refusal, reward
+    from tasks import evaluate as task
+
+    p = it.params()
+    splits = ("eval_math", "eval_safety", "preferences_eval")
+    return execute(
+        it, "evaluate",
+        config={"stage": as_dict(p.evaluate), "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length},
+        inputs={"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}},
+        code=code_digest(task, math_score, refusal, reward),
+        datasets={s: _dataset(data, s) for s in splits},
+        body=lambda out: task.run(p.evaluate, p.model, model=policy.model, reward_model=rm.model,
+                                  math_data=_path(data, "eval_math"), safety_data=_path(data, "eval_safety"),
+                                  pairs_data=_path(data, "preferences_eval"), out=out,
+                                  rm_max_length=p.reward_model.max_length),
+        label=label,
+    )
+
+
+def gate(it: Iteration, final: Record, base: Record, policy_versions: dict[str, str], rm: Record) -> dict:
+    """Check the final evaluation against gates.yaml; on pass move the aliases, else raise.
+
+    A failed gate tags the candidate version and moves no alias."""
+    from evaluations import gates
+
+    p = it.params()
+    lay = it.layout()
+    tracking.configure(lay.runs)
+    spec = gates.load(lay.project / p.evaluate.gates_file)
+    checks = gates.evaluate(spec, "final", final.metrics, base.metrics)
+    failed = [c for c in checks if not c.passed]
+    name = p.pipeline.name
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "gate.json").write_text(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+        tracking.log_artifacts(it.parent_run_id, Path(tmp), "gates")
+    tracking.log_metrics(it.parent_run_id, {"gate.final.passed": float(not failed), "gate.final.failed_checks": float(len(failed))})
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    candidate = policy_versions["safety"]
+    client.set_model_version_tag(name, candidate, "gate.final", "failed" if failed else "passed")
+    if failed:
+        client.set_model_version_tag(name, candidate, "gate.final.failures", "; ".join(c.describe() for c in failed)[:4000])
+        raise gates.GateFailed(f"gate 'final' ({p.evaluate.gates_file} v{spec['version']}) failed:\n  "
+                               + "\n  ".join(c.describe() for c in failed))
+    for stage, version in policy_versions.items():
+        tracking.set_alias(name, stage, version)
+    tracking.set_alias(name + "-reward-model", "reward_model", rm.model_version)
+    tracking.set_alias(name, "champion", candidate)
+    return {"passed": True, "checks": len(checks), "champion": f"{name}/{candidate}"}

@@ -1,0 +1,166 @@
+"""Great-expectations suites, one per data format, run on every curated split.
+
+GX reports `success=False` without raising, and reports success for a suite that evaluated
+nothing; `validate_split` turns both into a `DataValidationError` that names the split, the
+expectation, the failing row ids and a short sample.
+
+Nested fields (`messages`, `prompt`, ...) are checked through derived scalar columns (role
+sequence, shortest turn, type name) so that GX can express them; the derivations never raise,
+they produce values that fail the expectation instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+SUITE_VERSION = "1"
+ALTERNATING = r"^(system,)?(user,assistant,)*user,assistant$"
+PROMPT_ROLES = r"^(system,)?(user,assistant,)*user$"
+ANSWER_ROLES = r"^assistant$"
+
+
+class DataValidationError(ValueError):
+    pass
+
+
+def _roles(turns) -> str:
+    if not isinstance(turns, list):
+        return f"<{type(turns).__name__}, expected a list of {{role, content}}>"
+    roles = []
+    for t in turns:
+        if not isinstance(t, dict) or not isinstance(t.get("role"), str):
+            return "<turn without a 'role' string>"
+        roles.append(t["role"])
+    return ",".join(roles)
+
+
+def _shortest_turn(turns) -> int:
+    if not isinstance(turns, list) or not turns:
+        return 0
+    lengths = [len(t.get("content").strip()) if isinstance(t, dict) and isinstance(t.get("content"), str) else 0 for t in turns]
+    return min(lengths)
+
+
+def _text(turns) -> str:
+    return "\n".join(t.get("content", "") for t in turns if isinstance(t, dict)) if isinstance(turns, list) else repr(turns)
+
+
+def _answer_parses(answer) -> bool:
+    from math_verify import parse
+
+    return isinstance(answer, str) and bool(answer.strip()) and len(parse(answer)) > 0
+
+
+def derive(fmt: str, rows: list[dict]):
+    """Rows -> DataFrame of the scalar columns the suite checks."""
+    import pandas as pd
+
+    out = []
+    for i, r in enumerate(rows):
+        d = {"id": str(r.get("id", f"<row {i}>")), "source": r.get("source"), "license": r.get("license")}
+        if fmt in ("messages", "safety_messages"):
+            d["roles"] = _roles(r.get("messages"))
+            d["shortest_turn"] = _shortest_turn(r.get("messages"))
+        if fmt in ("safety_messages", "safety_prompts"):
+            d["label"] = r.get("label")
+            d["category"] = r.get("category")
+        if fmt in ("preference", "verifiable", "safety_prompts"):
+            d["prompt_roles"] = _roles(r.get("prompt"))
+            d["shortest_turn"] = _shortest_turn(r.get("prompt"))
+        if fmt == "preference":
+            d["chosen_roles"] = _roles(r.get("chosen"))
+            d["rejected_roles"] = _roles(r.get("rejected"))
+            d["chosen_shortest"] = _shortest_turn(r.get("chosen"))
+            d["rejected_shortest"] = _shortest_turn(r.get("rejected"))
+            d["chosen_differs"] = _text(r.get("chosen")) != _text(r.get("rejected"))
+        if fmt == "verifiable":
+            d["verifier"] = r.get("verifier")
+            d["answer_parses"] = _answer_parses(r.get("answer"))
+        out.append(d)
+    return pd.DataFrame(out)
+
+
+def suite(fmt: str):
+    import great_expectations as gx
+
+    E = gx.expectations
+    exps = [
+        E.ExpectTableRowCountToBeBetween(min_value=1),
+        E.ExpectColumnValuesToNotBeNull(column="id"),
+        E.ExpectColumnValuesToBeUnique(column="id"),
+        E.ExpectColumnValuesToNotBeNull(column="source"),
+        E.ExpectColumnValuesToNotBeNull(column="license"),
+    ]
+    if fmt in ("messages", "safety_messages"):
+        exps += [E.ExpectColumnValuesToMatchRegex(column="roles", regex=ALTERNATING),
+                 E.ExpectColumnValuesToBeBetween(column="shortest_turn", min_value=1)]
+    if fmt in ("safety_messages", "safety_prompts"):
+        exps += [E.ExpectColumnValuesToBeInSet(column="label", value_set=["harmful", "benign"]),
+                 E.ExpectColumnValuesToNotBeNull(column="category")]
+    if fmt in ("preference", "verifiable", "safety_prompts"):
+        exps += [E.ExpectColumnValuesToMatchRegex(column="prompt_roles", regex=PROMPT_ROLES),
+                 E.ExpectColumnValuesToBeBetween(column="shortest_turn", min_value=1)]
+    if fmt == "preference":
+        exps += [E.ExpectColumnValuesToMatchRegex(column="chosen_roles", regex=ANSWER_ROLES),
+                 E.ExpectColumnValuesToMatchRegex(column="rejected_roles", regex=ANSWER_ROLES),
+                 E.ExpectColumnValuesToBeBetween(column="chosen_shortest", min_value=1),
+                 E.ExpectColumnValuesToBeBetween(column="rejected_shortest", min_value=1),
+                 E.ExpectColumnValuesToBeInSet(column="chosen_differs", value_set=[True])]
+    if fmt == "verifiable":
+        exps += [E.ExpectColumnValuesToBeInSet(column="verifier", value_set=["math", "code", "ifeval"]),
+                 E.ExpectColumnValuesToBeInSet(column="answer_parses", value_set=[True])]
+    s = gx.ExpectationSuite(name=f"{fmt}-v{SUITE_VERSION}")
+    for e in exps:
+        s.add_expectation(e)
+    return s
+
+
+FIXES = {
+    "roles": "each row's messages must be a list of {role, content} alternating user/assistant (optional system first), ending with assistant",
+    "prompt_roles": "prompt must be a list of {role, content} turns ending with a user turn",
+    "chosen_roles": "chosen must be a one-turn list [{role: assistant, content}]",
+    "rejected_roles": "rejected must be a one-turn list [{role: assistant, content}]",
+    "shortest_turn": "remove or fill empty / whitespace-only turns",
+    "chosen_shortest": "chosen has an empty turn",
+    "rejected_shortest": "rejected has an empty turn",
+    "chosen_differs": "chosen and rejected are identical: drop the pair, it carries no preference",
+    "answer_parses": "the gold answer must be a non-empty string math-verify can parse (e.g. '42', '3/4')",
+    "label": "label must be 'harmful' or 'benign'",
+    "verifier": "verifier must be one of math, code, ifeval",
+    "id": "every row needs a unique, non-null id",
+}
+
+
+def validate_split(split: str, fmt: str, rows: list[dict], source: str = "") -> None:
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    where = source or split
+    if not rows:
+        raise DataValidationError(f"{where}: no rows. Check the source path and filters in params.yaml.")
+    df = derive(fmt, rows)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = ctx.data_sources.add_pandas(f"curate-{split}").add_dataframe_asset(name=split)
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df})
+    s = ctx.suites.add(suite(fmt))
+    result = batch.validate(s, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id"]})
+    if not result.results:
+        raise DataValidationError(f"{where}: suite {s.name} evaluated zero expectations; a validation that checks nothing is a failure")
+    problems = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        column = cfg.kwargs.get("column", "<table>")
+        ids = [str(x.get("id", x)) if isinstance(x, dict) else str(x) for x in (r.result.get("unexpected_index_list") or [])]
+        values = (r.result.get("partial_unexpected_list") or [])[:3]
+        fix = FIXES.get(column, "")
+        problems.append(
+            f"  - {cfg.type} on '{column}' failed for {len(ids) or r.result.get('observed_value')} row(s); "
+            f"ids: {ids[:10]}{' ...' if len(ids) > 10 else ''}; sample values: {values}" + (f"\n    fix: {fix}" if fix else "")
+        )
+    if problems:
+        raise DataValidationError(f"{where}: data validation ({s.name}) failed:\n" + "\n".join(problems))
