@@ -1,64 +1,84 @@
-"""full-iteration: the post-training DAG as a Prefect flow. It only wires stage functions.
+"""Prefect flows: they only wire the stage functions of posttrain.stages along posttrain.dag.
 
-    posttrain run [--profile tiny] [--set sft.learning_rate=1e-4 ...]
+    posttrain run [--profile tiny] [--set sft.learning_rate=1e-4 ...]      -> full-iteration
+    posttrain rerun STAGE --iteration RUN_ID [--downstream] [--set ...]      -> rerun-stage
+    posttrain serve                                                          -> both as deployments
 
-curate -> sft -> reward_model (from sft) -> align (from sft) -> reason -> safety
-       -> evaluate (base and final) -> gate. A failing task stops everything downstream and the
-flow run ends Failed naming the stage. Prefect's own result caching is off: stages are
-versioned by content (posttrain.runner), which also works across flow runs.
+A failing task stops everything downstream and the flow run ends Failed naming the stage.
+Prefect's own result caching is off: stages are versioned by content (posttrain.runner), which
+also works across flow runs, so a retried or new run reuses every completed stage.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from posttrain import stages
+from posttrain import dag, stages
 
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
+StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.final"]
 
 
-@task(name="open_iteration", **TASK)
-def open_iteration(project: str, profile: str, overrides: list[str]):
-    return stages.open_iteration(project, profile, overrides, flow_run_id=str(flow_run.get_id() or ""))
+def _flow_run_id() -> str:
+    return str(flow_run.get_id() or "")
 
 
-@task(name="close_iteration", **TASK)
-def close_iteration(it, status: str):
-    stages.close_iteration(it, status)
-
-
-curate = task(name="curate", **TASK)(stages.curate)
-base_model = task(name="base_model", **TASK)(stages.base_model)
-sft = task(name="sft", **TASK)(stages.sft)
-reward_model = task(name="reward_model", **TASK)(stages.reward_model)
-align = task(name="align", **TASK)(stages.align)
-reason = task(name="reason", **TASK)(stages.reason)
-safety = task(name="safety", **TASK)(stages.safety)
-evaluate = task(name="evaluate", task_run_name="evaluate-{label}", **TASK)(stages.evaluate)
+open_iteration = task(name="open_iteration", **TASK)(stages.open_iteration)
+open_rerun = task(name="open_rerun", **TASK)(stages.open_rerun)
+recorded = task(name="recorded_outputs", **TASK)(stages.recorded)
+close_iteration = task(name="close_iteration", **TASK)(stages.close_iteration)
 gate = task(name="gate", **TASK)(stages.gate)
+NODE_TASKS = {node.name: task(name=node.name, **TASK)(node.fn) for node in dag.NODES}
+
+
+def _run_nodes(it, records: dict, names: list[str]) -> dict:
+    for name in names:
+        node = dag.NODE[name]
+        records[name] = NODE_TASKS[name](it, *[records[i] for i in node.inputs])
+    return records
+
+
+def _finish(it, records: dict) -> list[dict]:
+    gate(it, records["evaluate.final"], records["evaluate.base"], dag.policy_versions(records), records["reward_model"])
+    return [{"iteration": it.parent_run_id, **records[n].__dict__} for n in dag.ORDER if n in records and n != "base"]
 
 
 @flow(name="full-iteration")
 def full_iteration(profile: str = "default", overrides: list[str] | None = None, project: str = ".") -> list[dict]:
-    """Run every stage of one post-training iteration. `overrides` are SECTION.KEY=VALUE strings."""
-    it = open_iteration(project, profile, list(overrides or []))
+    """Run every stage of one post-training iteration.
+
+    profile: a profile of params.yaml (default, tiny, ...); overrides: SECTION.KEY=VALUE strings;
+    project: the project directory holding params.yaml."""
+    it = open_iteration(project, profile, list(overrides or []), _flow_run_id())
     try:
-        data = curate(it)
-        base = base_model(it)
-        sft_rec = sft(it, base, data)
-        rm = reward_model(it, sft_rec, data)
-        align_rec = align(it, sft_rec, data)
-        reason_rec = reason(it, align_rec, data)
-        safety_rec = safety(it, reason_rec, data)
-        base_eval = evaluate(it, base, rm, data, "base")
-        final_eval = evaluate(it, safety_rec, rm, data, "final")
-        versions = {r.stage: r.model_version for r in (sft_rec, align_rec, reason_rec, safety_rec)}
-        gate(it, final_eval, base_eval, versions, rm)
+        records = _run_nodes(it, {}, list(dag.ORDER))
+        table = _finish(it, records)
     except BaseException:
         close_iteration(it, "FAILED")
         raise
     close_iteration(it, "FINISHED")
-    records = [data, sft_rec, rm, align_rec, reason_rec, safety_rec, base_eval, final_eval]
-    return [{"iteration": it.parent_run_id, **r.__dict__} for r in records]
+    return table
+
+
+@flow(name="rerun-stage")
+def rerun_stage(iteration: str, stage: StageName, downstream: bool = False, overrides: list[str] | None = None,
+                project: str = ".") -> list[dict]:
+    """Re-run one stage of a recorded iteration (its MLflow parent run id) on that iteration's
+    recorded upstream outputs; with downstream=True also every stage that depends on it.
+    Upstream stage bodies are not executed."""
+    it = open_rerun(project, iteration, stage, list(overrides or []), _flow_run_id())
+    try:
+        records = recorded(it, iteration, stage, downstream)
+        names = dag.downstream_of(stage) if downstream else [stage]
+        records = _run_nodes(it, records, names)
+        table = _finish(it, records) if "evaluate.final" in names else \
+            [{"iteration": it.parent_run_id, **records[n].__dict__} for n in names]
+    except BaseException:
+        close_iteration(it, "FAILED")
+        raise
+    close_iteration(it, "FINISHED")
+    return table

@@ -1,6 +1,10 @@
 """posttrain: command line entry point.
 
     posttrain run [--profile tiny] [--set SECTION.KEY=VALUE ...]   one iteration as a Prefect flow
+    posttrain rerun STAGE --iteration RUN_ID [--downstream]       re-run one stage of a recorded iteration
+    posttrain serve                                               serve both flows as Prefect deployments
+    posttrain lineage NAME@ALIAS|NAME/VERSION [--json]            model -> stages -> data -> git SHA
+    posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
     posttrain stage curate                                        the data stage (what `dvc repro` runs)
 
 Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration or usage.
@@ -28,6 +32,7 @@ def _apply_offline(params) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _table(records: list[dict]) -> None:
@@ -45,23 +50,12 @@ def _table(records: list[dict]) -> None:
     Console(width=200).print(table)
 
 
-def cmd_run(args) -> int:
-    from posttrain.config import ConfigError, load_params
-    from posttrain.paths import layout
-
-    try:
-        lay = layout(args.project)
-        params = load_params(lay.params, args.profile, args.set)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _apply_offline(params)
-    from flows.iteration import full_iteration
-    from posttrain.runner import StageFailed
+def _run_flow(call) -> int:
     from evaluations.gates import GateFailed
+    from posttrain.runner import StageFailed
 
     try:
-        records = full_iteration(profile=args.profile, overrides=list(args.set), project=str(lay.project))
+        records = call()
     except StageFailed as err:
         print(f"\nFAILED at stage '{err.stage}': {err.reason}", file=sys.stderr)
         return 1
@@ -72,17 +66,88 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_stage(args) -> int:
-    from posttrain.config import ConfigError, load_params
+def _load(args):
+    """Validate the configuration before anything starts; exit code 2 names the bad key."""
+    from posttrain.config import load_params
     from posttrain.paths import layout
 
-    try:
-        lay = layout(args.project)
-        params = load_params(lay.params, args.profile, args.set)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    lay = layout(args.project)
+    params = load_params(lay.params, args.profile, args.set)
     _apply_offline(params)
+    return lay, params
+
+
+def cmd_run(args) -> int:
+    lay, _ = _load(args)
+    from flows.iteration import full_iteration
+
+    return _run_flow(lambda: full_iteration(profile=args.profile, overrides=list(args.set), project=str(lay.project)))
+
+
+def cmd_rerun(args) -> int:
+    from posttrain.paths import layout
+
+    lay = layout(args.project)
+    from posttrain import tracking
+
+    tracking.configure(lay.runs)
+    from mlflow import MlflowClient
+
+    args.profile = MlflowClient().get_run(args.iteration).data.params["profile"]
+    _load(args)  # the recorded profile with the new overrides must validate before anything runs
+    from flows.iteration import rerun_stage
+
+    return _run_flow(lambda: rerun_stage(iteration=args.iteration, stage=args.stage, downstream=args.downstream,
+                                         overrides=list(args.set), project=str(lay.project)))
+
+
+def cmd_serve(args) -> int:
+    """Serve `full-iteration` and `rerun-stage` as deployments of the Prefect API in
+    PREFECT_API_URL (start one with `prefect server start`); trigger them from the UI."""
+    args.set = []
+    lay, _ = _load(args)
+    from prefect import serve
+
+    from flows.iteration import full_iteration, rerun_stage
+
+    defaults = {"project": str(lay.project)}
+    serve(full_iteration.to_deployment(name="full-iteration", parameters={**defaults, "profile": args.profile}),
+          rerun_stage.to_deployment(name="rerun-stage", parameters=defaults))
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    """Mark iterations whose process died (SIGKILL, OOM) KILLED in MLflow and Crashed in Prefect."""
+    from posttrain import recovery, tracking
+    from posttrain.paths import layout
+
+    lay = layout(args.project)
+    tracking.configure(lay.runs)
+    fixed = recovery.reconcile(lay.runs)
+    for f in fixed:
+        print(f"iteration {f['iteration']}: KILLED (stages {', '.join(s for s in f['stages'] if s) or '-'}); "
+              f"Prefect flow run {f.get('prefect_state', 'n/a')}")
+    if not fixed:
+        print("nothing to reconcile")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    import json
+
+    from posttrain import lineage, tracking
+    from posttrain.paths import layout
+
+    lay = layout(args.project)
+    tracking.configure(lay.runs)
+    doc = lineage.lineage(args.model, lay.project)
+    lineage.validate(doc)
+    print(json.dumps(doc, indent=2) if args.json else lineage.render(doc))
+    return 0
+
+
+def cmd_stage(args) -> int:
+    lay, params = _load(args)
     if args.name != "curate":
         print(f"error: `posttrain stage {args.name}` is not a standalone entry point yet; run `posttrain run`, "
               f"which reuses every stage whose inputs did not change", file=sys.stderr)
@@ -103,19 +168,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=None, help="project root holding params.yaml (default: current dir)")
     sub = parser.add_subparsers(dest="command", required=True)
+    from posttrain.dag import ORDER
+
+    stages = [n for n in ORDER if n != "base"]
     for name, fn, helptext in (("run", cmd_run, "run one iteration of the pipeline"),
+                               ("rerun", cmd_rerun, "re-run one stage of a recorded iteration"),
+                               ("serve", cmd_serve, "serve the flows as Prefect deployments"),
+                               ("lineage", cmd_lineage, "print a model version's lineage"),
+                               ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
                                ("stage", cmd_stage, "run one stage's body (curate: what dvc repro calls)")):
         p = sub.add_parser(name, help=helptext)
         if name == "stage":
             p.add_argument("name", choices=["curate"])
-        p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one config value, e.g. --set sft.learning_rate=1e-4 (repeatable)")
+        if name == "rerun":
+            p.add_argument("stage", choices=stages)
+            p.add_argument("--iteration", required=True, help="MLflow run id of the iteration (its parent run)")
+            p.add_argument("--downstream", action="store_true", help="also re-run every stage that depends on it")
+        if name == "lineage":
+            p.add_argument("model", help="NAME@ALIAS or NAME/VERSION, e.g. posttrain@champion")
+            p.add_argument("--json", action="store_true", help="machine-readable (validated against lineage.schema.json)")
+        if name in ("run", "stage", "serve"):
+            p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
+        if name in ("run", "stage", "rerun"):
+            p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                           help="override one config value, e.g. --set sft.learning_rate=1e-4 (repeatable)")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     if args.project:
         args.project = str(Path(args.project).resolve())
-    return args.fn(args)
+    from posttrain.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

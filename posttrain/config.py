@@ -8,6 +8,7 @@ key, the bad value and what is allowed, before any stage starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,8 +153,13 @@ SECTIONS: dict[str, type] = {
 DVC_OWNED = ("curate",)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _check_value(section: str, f: dataclasses.Field, value, ftype):
     key = f"{section}.{f.name}"
+    if ftype is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
     if ftype is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, ftype) or (ftype is int and isinstance(value, bool)):

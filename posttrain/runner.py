@@ -67,7 +67,7 @@ class Record:
     @classmethod
     def from_marker(cls, out: Path) -> "Record":
         meta = read_marker(out)
-        return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta}, cached=True)
+        return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k != "cached"}, cached=True)
 
 
 def execute(
@@ -82,6 +82,7 @@ def execute(
     model_name: str | None = None,
     parent_version: str | None = None,
     label: str = "",
+    extra: dict | None = None,
 ) -> Record:
     """inputs: {name: version key or md5 of each input}; datasets: {name: (path, md5)} to log;
     model_name: register out/model under this registered model."""
@@ -92,7 +93,7 @@ def execute(
     name = f"{stage}.{label}" if label else stage
     if is_complete(out):
         record = Record.from_marker(out)
-        tracking.set_tags(it.parent_run_id, {f"reused.{name}": record.run_id})
+        _link(it, name, record, reused=True)
         return record
     if out.exists():  # an unfinished attempt: never resumed from as if it were complete
         shutil.rmtree(out)
@@ -114,7 +115,7 @@ def execute(
             import json
 
             tracking.log_history(run_id, json.loads(history.read_text()))
-        record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label)
+        record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
         if model_name:
             model_dir = out / "model"
             tracking.log_artifacts(run_id, model_dir, "model")
@@ -133,8 +134,15 @@ def execute(
             raise StageFailed(stage, f"{type(err).__name__}: {err}") from err
         raise
     tracking.end_run(run_id, "FINISHED")
-    tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": run_id})
+    _link(it, name, record, reused=False)
     return record
+
+
+def _link(it: Iteration, name: str, record: Record, reused: bool) -> None:
+    """Record on the iteration's parent run which stage output it used: reruns and lineage read
+    these tags, and a reused stage links its original MLflow run instead of making a new one."""
+    tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": record.run_id, f"stage.{name}.version_key": record.key,
+                                         f"stage.{name}.reused": str(reused).lower()})
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:

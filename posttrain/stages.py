@@ -12,11 +12,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from posttrain import dvc, models, tracking
+from posttrain import dvc, models, recovery, tracking
 from posttrain.config import as_dict, load_params
 from posttrain.paths import layout
 from posttrain.runner import Iteration, Record, execute
-from posttrain.stage_dir import code_digest
+from posttrain.stage_dir import code_digest, is_complete
 
 DATA_STAGE = "curate"
 
@@ -26,12 +26,59 @@ def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id
     lay = layout(project)
     params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
     tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
+    recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
     sha = tracking.git_sha(lay.project)
     tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": "iteration",
-            "pipeline": params.pipeline.name}
+            "pipeline": params.pipeline.name, **recovery.owner_tags()}
     run_id = tracking.start_parent(lay.runs, f"iteration-{profile}", tags,
-                                   {"profile": profile, "overrides": " ".join(overrides) or "-", "git_sha": sha})
+                                   {"profile": profile, "overrides": json.dumps(list(overrides)), "git_sha": sha})
     return Iteration(str(lay.project), profile, tuple(overrides), run_id, flow_run_id, sha)
+
+
+def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
+    """A new parent run that re-runs `stage` of `iteration` with that iteration's recorded profile
+    and overrides, plus `overrides` on top (later wins): the way to fix a failed stage's cause."""
+    from mlflow import MlflowClient
+
+    lay = layout(project)
+    tracking.configure(lay.runs)
+    original = MlflowClient().get_run(iteration)
+    profile = original.data.params["profile"]
+    merged = json.loads(original.data.params["overrides"]) + list(overrides)
+    params = load_params(lay.params, profile, merged)
+    sha = tracking.git_sha(lay.project)
+    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": "iteration",
+            "pipeline": params.pipeline.name, "rerun_of": iteration, "rerun_stage": stage, **recovery.owner_tags()}
+    run_id = tracking.start_parent(lay.runs, f"rerun-{stage}-{profile}", tags,
+                                   {"profile": profile, "overrides": json.dumps(merged), "git_sha": sha})
+    return Iteration(str(lay.project), profile, tuple(merged), run_id, flow_run_id, sha)
+
+
+def recorded(it: Iteration, iteration: str, stage: str, downstream: bool) -> dict[str, Record]:
+    """The recorded outputs of `iteration` for every node the rerun does not execute."""
+    from mlflow import MlflowClient
+
+    from posttrain import dag
+
+    tracking.configure(it.layout().runs)
+    tags = MlflowClient().get_run(iteration).data.tags
+    rerun = set(dag.downstream_of(stage) if downstream else [stage])
+    records: dict[str, Record] = {}
+    for name in dag.ORDER:
+        if name in rerun:
+            continue
+        if name == "base":
+            records[name] = base_model(it)
+            continue
+        key = tags.get(f"stage.{name}.version_key")
+        out = it.layout().stage_dir(name.split(".")[0], key) if key else None
+        if out is None or not is_complete(out):
+            raise RuntimeError(f"iteration {iteration} has no complete output of '{name}'; "
+                               f"rerun it first: posttrain rerun {name} --iteration {iteration}")
+        records[name] = Record.from_marker(out)
+        tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,
+                                             f"stage.{name}.version_key": key, f"stage.{name}.reused": "true"})
+    return records
 
 
 def close_iteration(it: Iteration, status: str) -> None:
@@ -49,16 +96,15 @@ def curate(it: Iteration) -> Record:
     paths = {Path(p).stem: str(lay.project / p) for p in md5s}
     splits = {Path(p).stem: md5 for p, md5 in md5s.items()}
     stats = json.loads((lay.project / "data" / "curate_stats.json").read_text())
-    record = execute(
+    return execute(
         it, DATA_STAGE,
         config=as_dict(it.params().curate),
         inputs={f"md5.{k}": v for k, v in splits.items()},
         code=code_digest(curate_task, validate),
         datasets={name: (paths[name], splits[name]) for name in splits},
         body=lambda out: stats,
+        extra={"paths": paths, "md5": splits},
     )
-    record.extra.update(paths=paths, md5=splits)
-    return record
 
 
 def base_model(it: Iteration) -> Record:
@@ -136,6 +182,14 @@ def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
     return _train_stage(it, "safety", task, reason_rec, data, ("safety",), it.params().pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
                                                      out=out, seed=p.pipeline.seed))
+
+
+def evaluate_base(it: Iteration, base: Record, rm: Record, data: Record) -> Record:
+    return evaluate(it, base, rm, data, "base")
+
+
+def evaluate_final(it: Iteration, policy: Record, rm: Record, data: Record) -> Record:
+    return evaluate(it, policy, rm, data, "final")
 
 
 def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str) -> Record:

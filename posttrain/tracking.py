@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.parse
@@ -29,6 +30,10 @@ def configure(runs: Path) -> str:
     uri = tracking_uri(runs)
     if uri.startswith("sqlite:///"):
         runs.mkdir(parents=True, exist_ok=True)
+        # WAL lets two iterations write the same store at once (readers never block the writer);
+        # the mode is stored in the database file, so setting it once is enough.
+        with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
+            con.execute("PRAGMA journal_mode=WAL")
     elif uri.startswith(("http://", "https://")):
         parsed = urllib.parse.urlparse(uri)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)

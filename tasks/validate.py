@@ -128,6 +128,8 @@ FIXES = {
     "label": "label must be 'harmful' or 'benign'",
     "verifier": "verifier must be one of math, code, ifeval",
     "id": "every row needs a unique, non-null id",
+    "source": "every row records where it came from (provenance): set 'source'",
+    "license": "every row records its licence (provenance): set 'license'",
 }
 
 

@@ -1,0 +1,79 @@
+"""Crash reconciliation: a SIGKILLed flow process cannot report its own death, so the next
+`posttrain` command (or `posttrain reconcile`) does it for the dead process.
+
+Every iteration's parent run records the host and pid that own it. A run still RUNNING whose
+owner is gone (same host, pid not alive or reused by a newer process) is marked KILLED in MLflow,
+together with its RUNNING stage runs, and its Prefect flow run is set to Crashed. Stage outputs
+without a COMPLETE.json marker are never reused, so the next run redoes exactly the unfinished
+stage and reuses everything that completed. (SIGTERM is handled in-process: Prefect raises
+TerminationSignal, the runner marks the stage run KILLED and the flow closes the parent FAILED.)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def owner_tags() -> dict[str, str]:
+    import psutil
+
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": str(pid), "pid_started": f"{psutil.Process(pid).create_time():.3f}"}
+
+
+def _alive(tags: dict[str, str]) -> bool:
+    import psutil
+
+    if tags.get("host") != socket.gethostname():
+        return True  # another machine's run: not ours to judge
+    pid = int(tags.get("pid", "0") or 0)
+    if not pid or not psutil.pid_exists(pid):
+        return False
+    return f"{psutil.Process(pid).create_time():.3f}" == tags.get("pid_started")
+
+
+def _crash_prefect(flow_run_id: str, message: str) -> str:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    async def go():
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+            if run.state is not None and not run.state.is_final():
+                await client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+                return "Crashed"
+            return run.state.type.value if run.state else "unknown"
+
+    return asyncio.run(go())
+
+
+def reconcile(runs: Path) -> list[dict]:
+    """Mark runs of dead owners KILLED (MLflow) / Crashed (Prefect); returns what was changed."""
+    from mlflow import MlflowClient
+
+    from posttrain import tracking
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    if exp is None:
+        return []
+    fixed = []
+    for parent in client.search_runs([exp.experiment_id], "tags.kind = 'iteration' and attributes.status = 'RUNNING'"):
+        if _alive(parent.data.tags):
+            continue
+        message = f"owner process {parent.data.tags.get('pid')} on {parent.data.tags.get('host')} is gone (killed or crashed)"
+        children = client.search_runs([exp.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'RUNNING'")
+        for run in [*children, parent]:
+            client.set_tag(run.info.run_id, "error", message)
+            client.set_terminated(run.info.run_id, "KILLED")
+        entry = {"iteration": parent.info.run_id, "stages": [c.data.tags.get("stage") for c in children]}
+        flow_run_id = parent.data.tags.get("prefect_flow_run_id")
+        if flow_run_id:
+            entry["prefect_state"] = _crash_prefect(flow_run_id, message)
+        fixed.append(entry)
+    return fixed

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the project and every dependency into .venv (idempotent: a second run with unchanged
+# pins returns in about a second). Usage: bash scripts/install.sh
+#
+# Versions come from constraints.txt (a full pip freeze). torch is pinned to 2.13.0; on a machine
+# without the local CPU wheel set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, or pip
+# pulls the multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt requirements-data.txt | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade "pip>=24"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt -r requirements-data.txt
+rm -f .venv/.installed-*
+touch "$stamp"
+echo "installed into .venv"

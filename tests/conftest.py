@@ -1,0 +1,117 @@
+"""Shared fixtures. Every test process runs offline (as the default profile does)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# What a checkout holds; runs/, data outputs and caches are produced, not copied.
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "data/curate_stats.json", "pyproject.toml", ".dvc/config", ".dvcignore",
+                 ".gitignore", "data/curated/.gitignore", "posttrain", "tasks", "flows", "evaluations", "tests/fixtures")
+
+
+def make_workspace(dest: Path) -> Path:
+    """A fresh git + DVC checkout of the project in `dest` (tests never touch the real runs/)."""
+    for rel in PROJECT_FILES:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=dest, check=True)
+    return dest
+
+
+def workspace_env(ws: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PREFECT_HOME": str(ws / ".prefect"),
+        "POSTTRAIN_RUNS": str(ws / "runs"),
+        "PYTHONPATH": str(ws),  # the workspace's copy of the code, as in a fresh clone
+    })
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def posttrain(ws: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "posttrain", *args], cwd=ws, env=workspace_env(ws),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def curated(tmp_path_factory) -> Path:
+    """The curated splits, built once per session with the real curate stage."""
+    from posttrain.config import CurateConfig
+    from tasks import curate
+
+    out = tmp_path_factory.mktemp("curated") / "curated"
+    curate.run(CurateConfig(), out)
+    return out
+
+
+def iteration_id(output: str) -> str:
+    """The MLflow parent run id printed in the run table's title."""
+    import re
+
+    found = re.findall(r"iteration ([0-9a-f]{32})", output)
+    assert found, output[-3000:]
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(tmp_path_factory):
+    """One workspace in which a first tiny iteration has completed: (workspace, process, run id)."""
+    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+    proc = posttrain(ws, "run", "--profile", "tiny")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return ws, proc, iteration_id(proc.stdout)
+
+
+def mlflow_client(ws: Path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'runs' / 'mlflow.db'}")
+    return MlflowClient()
+
+
+def children(client, parent_id: str) -> list:
+    exp = client.get_experiment_by_name("posttrain")
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def latest_iteration(client):
+    exp = client.get_experiment_by_name("posttrain")
+    return client.search_runs([exp.experiment_id], "tags.kind = 'iteration'", order_by=["attributes.start_time DESC"])[0]
+
+
+def prefect_state(ws: Path, flow_run_id: str, env: dict | None = None) -> str:
+    """A flow run's state as the Prefect API (the one the UI uses) reports it."""
+    script = (
+        "import asyncio, sys\nfrom prefect.client.orchestration import get_client\n"
+        "async def main():\n    async with get_client() as c:\n"
+        f"        r = await c.read_flow_run('{flow_run_id}')\n        print(r.state.type.value)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ws, env=env or workspace_env(ws), capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]

@@ -1,0 +1,134 @@
+"""Data contracts: curated splits match what each stage reads; GX suites reject bad rows loudly;
+params.yaml <-> dvc.yaml <-> code agree; README <-> .ci/run agree."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from posttrain.config import SECTIONS
+from tasks import curate
+from tasks.validate import DataValidationError, validate_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(curated: Path, split: str) -> list[dict]:
+    return curate.read_jsonl(curated / f"{split}.jsonl")
+
+
+def test_every_split_is_non_empty_and_carries_provenance(curated):
+    for split in curate.SPLITS:
+        data = rows(curated, split)
+        assert data, split
+        assert all(r["source"] and r["license"] and r["id"] for r in data), split
+
+
+# What each stage selects from its split (see tasks/<stage>.py).
+STAGE_COLUMNS = {
+    "sft": ("sft", {"messages"}),
+    "reward_model": ("preferences", {"prompt", "chosen", "rejected"}),
+    "align": ("preferences", {"prompt", "chosen", "rejected"}),
+    "reason": ("rl", {"prompt", "answer"}),
+    "safety": ("safety", {"messages", "label"}),
+    "evaluate/math": ("eval_math", {"prompt", "answer"}),
+    "evaluate/safety": ("eval_safety", {"prompt", "label"}),
+    "evaluate/rm": ("preferences_eval", {"prompt", "chosen", "rejected"}),
+}
+
+
+@pytest.mark.parametrize("stage", STAGE_COLUMNS)
+def test_stage_reads_columns_its_split_has(curated, stage):
+    split, columns = STAGE_COLUMNS[stage]
+    for r in rows(curated, split):
+        assert columns <= set(r), (stage, r["id"])
+
+
+def test_eval_sets_are_disjoint_from_training(curated):
+    def prompts(split, key):
+        return {r[key][0]["content"] if key == "messages" else r[key][-1]["content"] for r in rows(curated, split)}
+
+    train = prompts("sft", "messages") | prompts("rl", "prompt") | prompts("preferences", "prompt") | prompts("safety", "messages")
+    assert not (prompts("eval_math", "prompt") & train)
+    assert not (prompts("eval_safety", "prompt") & train)
+    assert not (prompts("preferences_eval", "prompt") & prompts("preferences", "prompt"))
+
+
+def test_both_safety_labels_present(curated):
+    for split in ("safety", "eval_safety"):
+        assert {r["label"] for r in rows(curated, split)} == {"harmful", "benign"}
+
+
+def _msg(*pairs):
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+GOOD = {
+    "messages": {"id": "a", "source": "s", "license": "MIT", "messages": _msg(("user", "hi"), ("assistant", "hello"))},
+    "preference": {"id": "a", "source": "s", "license": "MIT", "prompt": _msg(("user", "q")),
+                   "chosen": _msg(("assistant", "good")), "rejected": _msg(("assistant", "bad"))},
+    "verifiable": {"id": "a", "source": "s", "license": "MIT", "prompt": _msg(("user", "1+1?")), "answer": "2", "verifier": "math"},
+}
+BAD = [
+    ("messages", {"messages": "user: hi"}, "roles", "list of {role, content}"),
+    ("messages", {"messages": _msg(("assistant", "x"), ("user", "y"))}, "roles", "alternating"),
+    ("messages", {"messages": _msg(("user", "  "), ("assistant", "x"))}, "shortest_turn", "empty"),
+    ("preference", {"rejected": _msg(("assistant", "good"))}, "chosen_differs", "identical"),
+    ("verifiable", {"answer": "forty-two?"}, "answer_parses", "math-verify can parse"),
+    ("verifiable", {"verifier": "vibes"}, "verifier", "math, code, ifeval"),
+    ("messages", {"license": None}, "license", ""),
+]
+
+
+@pytest.mark.parametrize("fmt,change,column,fix", BAD)
+def test_bad_row_fails_naming_row_field_and_fix(fmt, change, column, fix):
+    good = dict(GOOD[fmt], id="good-1")
+    bad = dict(GOOD[fmt], id="bad-7", **change)
+    with pytest.raises(DataValidationError) as err:
+        validate_split("unit", fmt, [good, bad], source="unit.jsonl")
+    msg = str(err.value)
+    assert "unit.jsonl" in msg and f"'{column}'" in msg and "bad-7" in msg and "good-1" not in msg
+    assert fix in msg
+
+
+def test_empty_split_fails():
+    with pytest.raises(DataValidationError, match="no rows"):
+        validate_split("unit", "messages", [], source="unit.jsonl")
+
+
+def test_assistant_mask_covers_reply_and_end_of_turn_only():
+    """The chat template's generation markers: TRL's assistant_only_loss trains on exactly these."""
+    from transformers import AutoTokenizer
+
+    from posttrain.config import ModelConfig
+    from posttrain.models import gguf_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(gguf_tokenizer_dir(ModelConfig()))
+    out = tok.apply_chat_template(_msg(("user", "What is 2+2?"), ("assistant", "It is 4.")), tokenize=True,
+                                  return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    trained = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert trained == "It is 4.<|im_end|>"
+    assert tok.pad_token != tok.eos_token  # padding never masks the end-of-turn token
+
+
+def test_dvc_yaml_matches_code_and_params():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["curate"]
+    assert set(dvc["outs"]) == {f"data/curated/{s}.jsonl" for s in curate.SPLITS}
+    assert "curate" in dvc["params"] and "tasks/curate.py" in dvc["deps"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(params) - {"profiles"} == set(SECTIONS)
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["curate"]
+    assert {o["path"] for o in lock["outs"]} == set(dvc["outs"])
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```bash\n(.*?)\n```", readme.split("## Quickstart", 1)[1], re.S)
+    test_cmd = commands[1].strip()
+    assert test_cmd in (ROOT / ".ci" / "run").read_text()
+    assert "pytest" in test_cmd and "posttrain run" in commands[0]

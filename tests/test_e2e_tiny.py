@@ -1,0 +1,93 @@
+"""One tiny-profile iteration end to end, against the real Prefect API (ephemeral server), a real
+MLflow store, the real `dvc` CLI and real TRL trainers, in a fresh git+DVC workspace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import children, mlflow_client, posttrain, prefect_state, workspace_env
+
+pytestmark = pytest.mark.e2e
+ALL_STAGES = {"curate", "sft", "reward_model", "align", "reason", "safety", "evaluate"}
+
+
+def test_table_printed(tiny_ws):
+    _, proc, it = tiny_ws
+    for stage in ("curate", "sft", "reward_model", "align", "reason", "safety", "evaluate (base)", "evaluate (final)"):
+        assert stage in proc.stdout
+    assert f"iteration {it}" in proc.stdout
+
+
+def test_mlflow_parent_children_and_model_versions(tiny_ws):
+    ws, _, it = tiny_ws
+    client = mlflow_client(ws)
+    parent = client.get_run(it)
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "iteration"
+    kids = children(client, it)
+    assert len(kids) >= 7
+    assert {c.data.tags["stage"] for c in kids} == ALL_STAGES
+    for c in kids:
+        assert c.info.status == "FINISHED"
+        assert c.data.params and c.data.metrics, c.data.tags["stage"]
+        for tag in ("git_sha", "prefect_flow_run_id", "profile", "version_key"):
+            assert c.data.tags[tag], (c.data.tags["stage"], tag)
+        assert c.data.tags["profile"] == "tiny"
+    versions = {v.tags["stage"]: v for v in client.search_model_versions("name = 'posttrain'") if v.tags["iteration"] == it}
+    assert set(versions) == {"sft", "align", "reason", "safety"}
+    rm = [v for v in client.search_model_versions("name = 'posttrain-reward-model'") if v.tags["iteration"] == it]
+    assert [v.tags["stage"] for v in rm] == ["reward_model"]
+    assert versions["safety"].tags["parent_version"] == versions["reason"].version
+    assert versions["sft"].tags["parent_version"] == "base"
+
+
+def test_dataset_digests_equal_dvc_lock_and_dvc_up_to_date(tiny_ws):
+    ws, _, it = tiny_ws
+    client = mlflow_client(ws)
+    curate_run = next(c for c in children(client, it) if c.data.tags["stage"] == "curate")
+    logged = {d.dataset.name: d.dataset.digest for d in curate_run.inputs.dataset_inputs}
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["curate"]["outs"]
+    assert logged == {o["path"].rsplit("/", 1)[1].removesuffix(".jsonl"): o["md5"] for o in lock}
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, env=workspace_env(ws), capture_output=True, text=True)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
+
+
+def test_prefect_flow_run_completed(tiny_ws):
+    ws, _, it = tiny_ws
+    flow_run = mlflow_client(ws).get_run(it).data.tags["prefect_flow_run_id"]
+    assert prefect_state(ws, flow_run) == "COMPLETED"
+
+
+def test_invalid_setting_fails_fast_naming_key_and_range(tiny_ws):
+    ws, _, _ = tiny_ws
+    start = time.time()
+    proc = posttrain(ws, "run", "--profile", "tiny", "--set", "sft.learning_rate=-1")
+    assert proc.returncode == 2
+    assert "sft.learning_rate=-1" in proc.stderr and "valid range is [1e-08, 1.0]" in proc.stderr
+    assert time.time() - start < 30  # before Prefect, MLflow or any model is touched
+
+
+def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
+    ws, _, it = tiny_ws
+    client = mlflow_client(ws)
+    champion = client.get_model_version_by_alias("posttrain", "champion").version
+    versions = len(client.search_model_versions("name = 'posttrain'"))
+    proc = posttrain(ws, "run", "--profile", "tiny", "--set", "evaluate.gates_file=tests/fixtures/impossible_gates.yaml")
+    assert proc.returncode == 1
+    assert "gate 'final'" in proc.stderr and "math_accuracy" in proc.stderr
+    assert len(client.search_model_versions("name = 'posttrain'")) == versions  # nothing registered
+    assert client.get_model_version_by_alias("posttrain", "champion").version == champion  # no alias moved
+    exp = client.get_experiment_by_name("posttrain")
+    failed = client.search_runs([exp.experiment_id], "tags.kind = 'iteration' and attributes.status = 'FAILED'",
+                                order_by=["attributes.start_time DESC"])[0]
+    assert failed.data.tags.get("stage.sft.reused") == "true"  # unchanged stages reused, not recomputed
+    tags = client.get_model_version("posttrain", champion).tags  # the reused candidate, re-gated
+    assert tags["gate.final"] == "failed" and "math_accuracy" in tags["gate.final.failures"]
+    assert prefect_state(ws, failed.data.tags["prefect_flow_run_id"]) == "FAILED"
+    checks = json.loads(open(client.download_artifacts(failed.info.run_id, "gates/gate.json")).read())
+    assert [c["metric"] for c in checks if not c["passed"]] == ["math_accuracy"]
