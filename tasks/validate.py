@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 
 SUITE_VERSION = "1"
-ALTERNATING = r"^(system,)?(user,assistant,)*user,assistant$"
-PROMPT_ROLES = r"^(system,)?(user,assistant,)*user$"
+ALTERNATING = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
+PROMPT_ROLES = r"^(?:system,)?(?:user,assistant,)*user$"
 ANSWER_ROLES = r"^assistant$"
 
 
