@@ -5,6 +5,7 @@
     posttrain serve                                               serve both flows as Prefect deployments
     posttrain lineage NAME@ALIAS|NAME/VERSION [--json]            model -> stages -> data -> git SHA
     posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
+    posttrain plan --profile llama70b-h100                        GPU-hours, memory and cost per stage
     posttrain stage curate                                        the data stage (what `dvc repro` runs)
 
 Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration or usage.
@@ -132,6 +133,12 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from posttrain import plan
+
+    return plan.main(["--profile", args.profile] + (["--project", args.project] if args.project else []))
+
+
 def cmd_lineage(args) -> int:
     import json
 
@@ -176,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                ("serve", cmd_serve, "serve the flows as Prefect deployments"),
                                ("lineage", cmd_lineage, "print a model version's lineage"),
                                ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
+                               ("plan", cmd_plan, "GPU budget of a cluster profile before launch (sky/profiles.yaml)"),
                                ("stage", cmd_stage, "run one stage's body (curate: what dvc repro calls)")):
         p = sub.add_parser(name, help=helptext)
         if name == "stage":
@@ -189,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--json", action="store_true", help="machine-readable (validated against lineage.schema.json)")
         if name in ("run", "stage", "serve"):
             p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
+        if name == "plan":
+            p.add_argument("--profile", required=True, help="a cluster profile of sky/profiles.yaml, e.g. llama70b-h100")
         if name in ("run", "stage", "rerun"):
             p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                            help="override one config value, e.g. --set sft.learning_rate=1e-4 (repeatable)")

@@ -62,11 +62,9 @@ def recorded(it: Iteration, iteration: str, stage: str, downstream: bool) -> dic
 
     tracking.configure(it.layout().runs)
     tags = MlflowClient().get_run(iteration).data.tags
-    rerun = set(dag.downstream_of(stage) if downstream else [stage])
+    rerun = dag.downstream_of(stage) if downstream else [stage]
     records: dict[str, Record] = {}
-    for name in dag.ORDER:
-        if name in rerun:
-            continue
+    for name in dag.needed_by(rerun):
         if name == "base":
             records[name] = base_model(it)
             continue
@@ -92,7 +90,7 @@ def curate(it: Iteration) -> Record:
 
     lay = it.layout()
     dvc.repro(lay.project, DATA_STAGE)
-    md5s = dvc.locked_outs(lay.project, DATA_STAGE)
+    md5s = {p: m for p, m in dvc.locked_outs(lay.project, DATA_STAGE).items() if p.endswith(".jsonl")}  # not the stats
     paths = {Path(p).stem: str(lay.project / p) for p in md5s}
     splits = {Path(p).stem: md5 for p, md5 in md5s.items()}
     stats = json.loads((lay.project / "data" / "curate_stats.json").read_text())

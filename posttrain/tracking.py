@@ -1,8 +1,8 @@
 """MLflow at the edges: one parent run per iteration, one child run per stage, model versions.
 
-Runs are addressed by id through `MlflowClient` (and `mlflow.start_run(run_id=...)` inside the
-thread that logs), never through a process-wide "active run", because Prefect may run tasks in
-worker threads.
+Runs are addressed by id through `MlflowClient`, never through a process-wide "active run":
+Prefect may run tasks in worker threads, and leaving a `with mlflow.start_run(run_id)` block marks
+the run FINISHED while its stage may still be training.
 """
 
 from __future__ import annotations
@@ -129,17 +129,20 @@ def end_run(run_id: str, status: str) -> None:
 
 def log_dataset(run_id: str, path: Path, md5: str, name: str, context: str) -> None:
     """Log a dataset input whose digest is its DVC md5 (MLflow's own digest of HF datasets
-    skips list columns such as `messages`, so it would not change when the data does)."""
-    import mlflow
+    skips list columns such as `messages`, so it would not change when the data does).
+
+    Through the client by run id: `with mlflow.start_run(run_id)` would end (FINISH) the run on exit."""
+    from mlflow import MlflowClient
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     with warnings.catch_warnings():  # two registered local-file source classes both match; same thing
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(Path(path).resolve().as_uri())
     dataset = MetaDataset(source=source, name=name, digest=md5)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_input(dataset, context=context)
+    MlflowClient().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
 def log_artifacts(run_id: str, local_dir: Path, artifact_path: str) -> None:

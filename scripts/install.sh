@@ -7,8 +7,18 @@
 # pulls the multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# bubblewrap: model-generated code (code rewards, HumanEval) runs only inside `bwrap`;
+# posttrain/sandbox.py refuses to run it without (SandboxUnavailable). Before the stamp check, so
+# an existing .venv still gets it.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }
+  else
+    echo "bwrap is missing: code rewards and code evals will refuse to run. Install it: sudo apt-get install -y bubblewrap" >&2
+  fi
+fi
 PYTHON=${PYTHON:-python3.11}
-stamp=".venv/.installed-$(cat pyproject.toml constraints.txt requirements-data.txt | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt requirements-data.txt requirements-sky.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -16,6 +26,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade "pip>=24"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt -r requirements-data.txt
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt -r requirements-sky.txt
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "installed into .venv"
