@@ -107,9 +107,14 @@ def cmd_serve(args) -> int:
     PREFECT_API_URL (start one with `prefect server start`); trigger them from the UI."""
     args.set = []
     lay, _ = _load(args)
+    # Served runs heartbeat every 30 s; the automation crashes a run silent for the window.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     from prefect import serve
 
     from flows.iteration import full_iteration, rerun_stage
+    from posttrain import recovery
+
+    recovery.ensure_zombie_automation(args.zombie_window)
 
     defaults = {"project": str(lay.project)}
     serve(full_iteration.to_deployment(name="full-iteration", parameters={**defaults, "profile": args.profile}),
@@ -197,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--json", action="store_true", help="machine-readable (validated against lineage.schema.json)")
         if name in ("run", "stage", "serve"):
             p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
+        if name == "serve":
+            p.add_argument("--zombie-window", type=int, default=90, metavar="SECONDS",
+                           help="mark a served run Crashed after this long without a heartbeat (default 90)")
         if name == "plan":
             p.add_argument("--profile", required=True, help="a cluster profile of sky/profiles.yaml, e.g. llama70b-h100")
         if name in ("run", "stage", "rerun"):

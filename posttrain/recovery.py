@@ -77,3 +77,42 @@ def reconcile(runs: Path) -> list[dict]:
             entry["prefect_state"] = _crash_prefect(flow_run_id, message)
         fixed.append(entry)
     return fixed
+
+
+ZOMBIE_AUTOMATION = "posttrain: crash zombie flow runs"
+
+
+def ensure_zombie_automation(window_s: int) -> str:
+    """For flow runs started by `posttrain serve` (deployments, the Prefect UI): served runs emit a
+    heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds, and this automation (Prefect's
+    documented zombie detection) marks a run Crashed when neither a heartbeat nor a terminal state
+    arrives within `window_s`. Idempotent: an automation of the same name is replaced."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for old in client.read_automations_by_name(name=ZOMBIE_AUTOMATION):
+            client.delete_automation(old.id)
+    automation = Automation(
+        name=ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=window_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {window_s} s: the process died")],
+    ).create()
+    return str(automation.id)
+

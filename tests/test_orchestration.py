@@ -172,12 +172,16 @@ def test_deployment_triggered_through_prefect_api(tiny_ws, tmp_path):
             "        break\n"
             "    except ObjectNotFound:\n"  # the deployment appears once `serve` has registered it
             "        time.sleep(2)\n"
-            "print(r.id, r.state.type.value)\n"
+            "from prefect.client.orchestration import get_client\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    zombie = c.read_automations_by_name('posttrain: crash zombie flow runs')\n"
+            "print(r.id, r.state.type.value, len(zombie))\n"
         )
         out = subprocess.run([sys.executable, "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:] + (tmp_path / "serve.log").read_text()[-3000:]
-        run_id, state = out.stdout.strip().splitlines()[-1].split()
+        run_id, state, zombie_automations = out.stdout.strip().splitlines()[-1].split()
         assert state == "COMPLETED"
+        assert zombie_automations == "1"  # served runs that stop heartbeating get marked Crashed
         client = mlflow_client(ws)
         it = latest_iteration(client)
         assert it.data.tags["prefect_flow_run_id"] == run_id and it.info.status == "FINISHED"
