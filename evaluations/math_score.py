@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
+VERSION = "final-answer-math-verify-1"
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HASHES = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([-+]?[\d.,/]+|\\frac\{[^}]*\}\{[^}]*\})", re.IGNORECASE)

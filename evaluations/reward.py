@@ -3,6 +3,8 @@ agreement is ~0.70-0.75; 0.5 is chance; well below 0.5 means the preference is i
 
 from __future__ import annotations
 
+VERSION = "pair-accuracy-1"
+
 
 def score(model, tokenizer, conversations: list[list[dict]], max_length: int, batch_size: int = 8) -> list[float]:
     import torch

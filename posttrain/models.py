@@ -38,6 +38,62 @@ CHAT_TEMPLATE = (
 PAD_TOKEN = "<|endoftext|>"
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint this pipeline refuses to load: its weights need pickle, or it needs custom code."""
+
+
+# Weights that only torch.load/pickle can read: unpickling can run arbitrary code, so weights are
+# read from safetensors only (raw tensors plus a JSON header; nothing in them is executed).
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+# Files whose `auto_map` makes transformers import Python shipped with the checkpoint.
+CODE_CONFIGS = ("config.json", "tokenizer_config.json")
+
+
+def check_checkpoint(path: str, *, weights: bool = True) -> None:
+    """Refuse, before transformers opens anything, a checkpoint that would need custom code or (with
+    `weights`) pickled weights. Called by every `training.load_*`.
+
+    Why not rely on transformers' own flags: with trust_remote_code=False, a config whose
+    `model_type` transformers knows but which carries an `auto_map` is silently loaded with the
+    built-in class (the shipped code is ignored, so the model may not be the one intended), and an
+    unknown one fails with advice to pass trust_remote_code=True. With use_safetensors=True a
+    pickle-only directory fails as "no file named model.safetensors", which neither says that a
+    pickle was found nor how to fix it. For a hub id the weight files are not listed here; there
+    use_safetensors=True is what refuses pickles.
+    """
+    from transformers.utils import cached_file
+
+    for name in CODE_CONFIGS:
+        # A local directory or a hub id (from the local HF cache when offline); absent files are fine.
+        found = cached_file(path, name, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+        if found is None:
+            continue
+        auto_map = json.loads(Path(found).read_text(encoding="utf-8")).get("auto_map")
+        if auto_map:
+            raise UnsafeCheckpoint(
+                f"{found} declares custom model code (auto_map: {', '.join(sorted(auto_map))}), and remote code is "
+                f"disabled in this pipeline (trust_remote_code=False): that Python would run in our process, with "
+                f"our tokens and MLflow credentials. Use a checkpoint of an architecture transformers implements "
+                f"natively. Allowing custom code would take a profile setting that pins one reviewed revision; "
+                f"there is none."
+            )
+    directory = Path(path)
+    if not weights or not directory.is_dir():
+        return
+    if any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").is_file():
+        return  # transformers reads these and (use_safetensors=True) never a pickle next to them
+    pickled = sorted({f.name for pattern in PICKLED_WEIGHTS for f in directory.glob(pattern)})
+    found = f"only pickled weights ({', '.join(pickled)})" if pickled else "no weights"
+    raise UnsafeCheckpoint(
+        f"checkpoint directory {directory} holds {found} and no *.safetensors; this pipeline loads weights "
+        f"only from safetensors, because unpickling a file can run arbitrary code. Fix: convert it once, and only "
+        f"if you trust where it came from, e.g. `AutoModelForCausalLM.from_pretrained('{directory}', "
+        f"use_safetensors=False).save_pretrained('{directory}')` (transformers reads it with "
+        f"torch.load(weights_only=True) and writes model.safetensors), or use a checkpoint published as safetensors."
+    )
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("POSTTRAIN_CACHE", Path.home() / ".cache" / "posttrain"))
 
@@ -92,7 +148,7 @@ def gguf_tokenizer_dir(cfg: ModelConfig) -> Path:
     digest = sha256_file(gguf)
 
     def build(tmp: Path) -> dict:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
         _prepare_tokenizer(tok).save_pretrained(tmp)
         return {"gguf": str(gguf), "gguf_sha256": digest}
 
@@ -109,15 +165,16 @@ def gguf_checkpoint_dir(cfg: ModelConfig) -> Path:
     def build(tmp: Path) -> dict:
         from transformers import AutoTokenizer
 
-        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                         trust_remote_code=False)
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict())
         plain.tie_weights()
         plain.save_pretrained(tmp, safe_serialization=True)
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
         _prepare_tokenizer(tok).save_pretrained(tmp)
         return {"gguf": str(gguf), "gguf_sha256": digest, "params": sum(p.numel() for p in plain.parameters())}
 
@@ -140,7 +197,7 @@ def micro_llama_dir(cfg: ModelConfig, seed: int) -> Path:
     key = hashlib.sha256(json.dumps([str(tok_dir.name), shape, seed], sort_keys=True).encode()).hexdigest()
 
     def build(tmp: Path) -> dict:
-        tok = AutoTokenizer.from_pretrained(tok_dir)
+        tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
         torch.manual_seed(seed)
         config = LlamaConfig(
             vocab_size=len(tok),

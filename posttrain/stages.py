@@ -186,27 +186,38 @@ def evaluate_base(it: Iteration, base: Record, rm: Record, data: Record) -> Reco
     return evaluate(it, base, rm, data, "base")
 
 
-def evaluate_final(it: Iteration, policy: Record, rm: Record, data: Record) -> Record:
-    return evaluate(it, policy, rm, data, "final")
+def evaluate_final(it: Iteration, policy: Record, rm: Record, data: Record, base_eval: Record) -> Record:
+    """The final policy, plus its RM-judged win rate against the input checkpoint, whose
+    responses evaluate.base kept in its out/samples.jsonl."""
+    return evaluate(it, policy, rm, data, "final", baseline=base_eval)
 
 
-def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str) -> Record:
+def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str, baseline: Record | None = None) -> Record:
     """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage)."""
-    from evaluations import math_score, refusal, reward
+    import hashlib
+
+    from evaluations import diversity, humaneval, ifeval, math_score, refusal, reward, sycophancy, win_rate
+    from posttrain import sandbox
     from tasks import evaluate as task
 
     p = it.params()
     splits = ("eval_math", "eval_safety", "preferences_eval")
+    inputs = {"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits},
+              "sha256.ifeval_prompts": hashlib.sha256(ifeval.PROMPTS.read_bytes()).hexdigest()}
+    if baseline is not None:
+        inputs["baseline_evaluation"] = baseline.key
     return execute(
         it, "evaluate",
-        config={"stage": as_dict(p.evaluate), "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length},
-        inputs={"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}},
-        code=code_digest(task, math_score, refusal, reward),
+        config={"stage": as_dict(p.evaluate), "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length,
+                "suite_versions": task.suite_versions()},
+        inputs=inputs,
+        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, sandbox),
         datasets={s: _dataset(data, s) for s in splits},
         body=lambda out: task.run(p.evaluate, p.model, model=policy.model, reward_model=rm.model,
                                   math_data=_path(data, "eval_math"), safety_data=_path(data, "eval_safety"),
                                   pairs_data=_path(data, "preferences_eval"), out=out,
-                                  rm_max_length=p.reward_model.max_length),
+                                  rm_max_length=p.reward_model.max_length,
+                                  baseline_samples=baseline.out if baseline is not None else None),
         label=label,
     )
 

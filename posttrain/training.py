@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from posttrain.config import ModelConfig, TrainConfig
+from posttrain.models import check_checkpoint
 
 
 class NonFiniteError(FloatingPointError):
@@ -21,21 +22,26 @@ def dtype(model_cfg: ModelConfig):
     return getattr(torch, model_cfg.dtype)
 
 
+# Every load refuses custom code and pickled weights first (models.check_checkpoint says why the
+# transformers flags alone are not enough); the flags stay as the second line of defence.
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
+    check_checkpoint(path, weights=False)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def load_policy(path: str, model_cfg: ModelConfig):
     from transformers import AutoModelForCausalLM
 
+    check_checkpoint(path)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype(model_cfg), use_safetensors=True, trust_remote_code=False)
 
 
 def load_reward_model(path: str, model_cfg: ModelConfig, pad_token_id: int):
     from transformers import AutoModelForSequenceClassification
 
+    check_checkpoint(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, dtype=dtype(model_cfg), use_safetensors=True, trust_remote_code=False
     )
@@ -98,6 +104,9 @@ def finish(trainer, out: Path, tokenizer) -> dict[str, float]:
     """Save the trained weights as safetensors under out/model; return the final train metrics."""
     model_dir = out / "model"
     trainer.save_model(str(model_dir))
+    # save_model also pickles the TrainingArguments; nothing reads it back, and a pickle in a
+    # checkpoint we publish to MLflow is a loading hazard for whoever downloads it.
+    (model_dir / "training_args.bin").unlink()
     tokenizer.save_pretrained(model_dir)
     history = trainer.state.log_history
     (out / "log_history.json").write_text(json.dumps(history, indent=1))

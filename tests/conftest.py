@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,16 @@ def make_workspace(dest: Path) -> Path:
     return dest
 
 
+# Fake credentials, one random set per test session, in every workspace process's environment, as
+# real ones would be on a workstation: tests/faults/test_secrets.py checks that none of them ends up
+# in MLflow, stage outputs or logs. Random so that no earlier run's leftovers can match.
+FAKE_SECRETS = {
+    "HF_TOKEN": f"hf_canary_{secrets.token_hex(16)}",
+    "AWS_SECRET_ACCESS_KEY": f"canary_{secrets.token_hex(16)}",
+    "MLFLOW_TRACKING_PASSWORD": f"canary_{secrets.token_hex(16)}",
+}
+
+
 def workspace_env(ws: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
@@ -45,6 +56,7 @@ def workspace_env(ws: Path) -> dict[str, str]:
         "PREFECT_HOME": str(ws / ".prefect"),
         "POSTTRAIN_RUNS": str(ws / "runs"),
         "PYTHONPATH": str(ws),  # the workspace's copy of the code, as in a fresh clone
+        **FAKE_SECRETS,
     })
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)

@@ -41,3 +41,73 @@ def test_unknown_kind_rejected(tmp_path):
     f.write_text("version: 1\nfinal:\n  floor: {acc: 1}\n")
     with pytest.raises(ValueError, match="unknown kind"):
         gates.load(f)
+
+
+REGRESSION = {"version": 1, "final": {"floors": {"acc": 0.0}, "max_relative_regression": {
+    "limit": 0.05, "metrics": {"acc": "higher_is_better", "code": "higher_is_better", "over": "lower_is_better"}}}}
+
+
+def regression_failures(metrics, base, spec=REGRESSION):
+    return {c.metric for c in gates.evaluate(spec, "final", metrics, base)
+            if c.kind == "max_relative_regression" and not c.passed}
+
+
+def test_relative_regression_all_pass():
+    base = {"acc": 0.5, "code": 0.4, "over": 0.1}
+    assert regression_failures({"acc": 0.5, "code": 0.39, "over": 0.104}, base) == set()  # within 5 %
+    assert regression_failures({"acc": 0.9, "code": 0.8, "over": 0.0}, base) == set()  # improvements
+
+
+def test_ten_percent_regression_on_untargeted_metric_fails():
+    base = {"acc": 0.5, "code": 0.4, "over": 0.1}
+    checks = gates.evaluate(REGRESSION, "final", {"acc": 0.6, "code": 0.36, "over": 0.1}, base)
+    failed = [c for c in checks if not c.passed]
+    assert [(c.metric, c.kind) for c in failed] == [("code", "max_relative_regression")]  # "code" has no other gate
+    assert abs(failed[0].value - 0.1) < 1e-9 and "code regression vs base = 0.1 violates <= 0.05" in failed[0].describe()
+    assert regression_failures({"acc": 0.5, "code": 0.4, "over": 0.11}, base) == {"over"}  # lower_is_better, +10 %
+
+
+def test_relative_regression_base_zero_uses_absolute_difference():
+    base = {"acc": 0.0, "code": 0.0, "over": 0.0}
+    assert regression_failures({"acc": 0.0, "code": 0.0, "over": 0.04}, base) == set()
+    assert regression_failures({"acc": 0.0, "code": 0.0, "over": 0.06}, base) == {"over"}
+    assert gates.relative_regression(0.0, 0.0, "higher_is_better") == 0.0
+
+
+def test_relative_regression_missing_or_nan_fails():
+    base = {"acc": 0.5, "code": 0.4, "over": 0.1}
+    assert regression_failures({"acc": 0.5, "over": 0.1}, base) == {"code"}  # missing in the final evaluation
+    assert regression_failures({"acc": 0.5, "code": float("nan"), "over": 0.1}, base) == {"code"}
+    assert regression_failures({"acc": 0.5, "code": 0.4, "over": 0.1}, {"acc": 0.5, "over": 0.1}) == {"code"}  # no baseline
+
+
+def test_relative_regression_limit_defaults_and_spec_is_checked(tmp_path):
+    spec = {"version": 1, "final": {"max_relative_regression": {"metrics": {"acc": "higher_is_better"}}}}
+    assert [c.threshold for c in gates.evaluate(spec, "final", {"acc": 1.0}, {"acc": 1.0})] == [gates.DEFAULT_REGRESSION_LIMIT]
+    f = tmp_path / "g.yaml"
+    f.write_text("version: 1\nfinal:\n  max_relative_regression:\n    metrics: {acc: bigger}\n")
+    with pytest.raises(ValueError, match="direction"):
+        gates.load(f)
+    f.write_text("version: 1\nfinal:\n  max_relative_regression: {limit: 0.05}\n")
+    with pytest.raises(ValueError, match="metrics"):
+        gates.load(f)
+
+
+def test_repo_gates_track_regressions():
+    spec = gates.load(ROOT / "evaluations" / "gates.yaml")
+    tracked = spec["final"]["max_relative_regression"]["metrics"]
+    assert spec["final"]["max_relative_regression"]["limit"] == 0.05
+    assert {"math_accuracy", "code_pass_at_1"} <= set(tracked)
+    # the tiny profile's outcome (everything 0 on base and final) passes every check
+    zeros = {m: 0.0 for m in ("math_accuracy", "answer_format_rate", "refusal_rate", "over_refusal_rate",
+                              "rm_pair_accuracy", "code_pass_at_1")}
+    assert all(c.passed for c in gates.evaluate(spec, "final", {**zeros, "win_rate_vs_input": 0.5}, zeros))
+
+
+def test_regression_within_noise_passes_but_beyond_fails():
+    spec = {"version": 1, "final": {"max_relative_regression": {"limit": 0.05, "noise": 0.05,
+                                                                "metrics": {"acc": "higher_is_better"}}}}
+    ok = gates.evaluate(spec, "final", {"acc": 0.04}, {"acc": 0.08})  # one item of 24: -50 % relative
+    assert all(c.passed for c in ok)
+    bad = gates.evaluate(spec, "final", {"acc": 0.50}, {"acc": 0.60})  # -17 % and 0.10 absolute
+    assert not any(c.passed for c in bad)

