@@ -22,9 +22,16 @@ def score(model, tokenizer, conversations: list[list[dict]], max_length: int, ba
     return scores
 
 
-def pair_accuracy(model, tokenizer, pairs, max_length: int) -> dict[str, float]:
+def pair_accuracy(model, tokenizer, pairs, max_length: int, scores_out=None) -> dict[str, float]:
+    """Held-out pair accuracy; `scores_out` (a path) also keeps every score for the report's
+    histogram (one spike = a collapsed RM, two humps = a surface feature)."""
+    import json
+
     chosen = score(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], max_length)
     rejected = score(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], max_length)
+    if scores_out is not None:
+        ids = [p["id"] for p in pairs]
+        scores_out.write_text(json.dumps({"ids": ids, "chosen": chosen, "rejected": rejected}))
     wins = [c > r for c, r in zip(chosen, rejected)]
     margins = [c - r for c, r in zip(chosen, rejected)]
     return {"rm_pair_accuracy": sum(wins) / len(wins), "rm_mean_margin": sum(margins) / len(margins),

@@ -5,6 +5,7 @@
     posttrain serve                                               serve both flows as Prefect deployments
     posttrain lineage NAME@ALIAS|NAME/VERSION [--json]            model -> stages -> data -> git SHA
     posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
+    posttrain report ITERATION [--out DIR]                        report card: table + plots, logged to MLflow
     posttrain plan --profile llama70b-h100                        GPU-hours, memory and cost per stage
     posttrain stage curate                                        the data stage (what `dvc repro` runs)
 
@@ -139,6 +140,19 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from posttrain import report, tracking
+    from posttrain.paths import layout
+
+    lay = layout(args.project)
+    tracking.configure(lay.runs)
+    out = Path(args.out or lay.runs / "reports" / args.iteration)
+    text, plots = report.report(args.iteration, out)
+    print(text)
+    print(f"\nwrote {out / 'report.md'} and {len(plots)} plots; logged to MLflow run {args.iteration} under report/")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from posttrain import plan
 
@@ -189,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                                ("serve", cmd_serve, "serve the flows as Prefect deployments"),
                                ("lineage", cmd_lineage, "print a model version's lineage"),
                                ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
+                               ("report", cmd_report, "report card of an iteration: table + plots"),
                                ("plan", cmd_plan, "GPU budget of a cluster profile before launch (sky/profiles.yaml)"),
                                ("stage", cmd_stage, "run one stage's body (curate: what dvc repro calls)")):
         p = sub.add_parser(name, help=helptext)
@@ -203,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--json", action="store_true", help="machine-readable (validated against lineage.schema.json)")
         if name in ("run", "stage", "serve"):
             p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
+        if name == "report":
+            p.add_argument("iteration", help="MLflow run id of the iteration (its parent run)")
+            p.add_argument("--out", default=None, help="folder (default: runs/reports/ITERATION)")
         if name == "serve":
             p.add_argument("--zombie-window", type=int, default=90, metavar="SECONDS",
                            help="mark a served run Crashed after this long without a heartbeat (default 90)")

@@ -29,8 +29,14 @@ def dvc(project: Path, *args: str) -> str:
     return proc.stdout
 
 
-def repro(project: Path, stage: str) -> str:
-    return dvc(project, "repro", stage)
+def repro(project: Path, stage: str, runs: Path) -> str:
+    """`dvc repro STAGE`, one process at a time: DVC's own repo lock makes a concurrent second
+    `dvc repro` fail instead of wait, and two iterations started together both call this."""
+    from filelock import FileLock
+
+    runs.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(runs / "dvc-repro.lock")):
+        return dvc(project, "repro", stage)
 
 
 def locked_outs(project: Path, stage: str) -> dict[str, str]:

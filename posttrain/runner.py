@@ -8,11 +8,14 @@ and is re-raised as StageFailed naming the stage.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock
 
 from posttrain import tracking
 from posttrain.config import Params, load_params
@@ -91,51 +94,59 @@ def execute(
     out = lay.stage_dir(stage, key)
     tracking.configure(lay.runs)
     name = f"{stage}.{label}" if label else stage
-    if is_complete(out):
-        record = Record.from_marker(out)
-        _link(it, name, record, reused=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Two iterations reaching the same stage version at once: the second waits here, then reuses
+    # the first one's output instead of deleting a directory that is still being written.
+    with FileLock(f"{out}.lock"):
+        if is_complete(out):
+            record = Record.from_marker(out)
+            _link(it, name, record, reused=True)
+            return record
+        if out.exists():  # an unfinished attempt: never resumed from as if it were complete
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+
+        run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
+        try:
+            tracking.log_params(run_id, {**{f"config.{k}": v for k, v in _flatten(config).items()},
+                                         **{f"input.{k}": v for k, v in inputs.items()}})
+            for ds_name, (path, md5) in (datasets or {}).items():
+                tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
+            metrics = body(out)
+            bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+            if bad:
+                raise FloatingPointError(f"non-finite metrics {bad}")
+            tracking.log_metrics(run_id, metrics)
+            history = out / "log_history.json"
+            if history.is_file():
+                tracking.log_history(run_id, json.loads(history.read_text()))
+            # The stage's small records (eval samples, scores, step logs) go to MLflow too, so an
+            # audit or a report needs only the tracking server, not this machine's disk.
+            for record_file in sorted(out.glob("*.json*")):
+                tracking.log_artifact(run_id, record_file)
+            record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
+            if model_name:
+                model_dir = out / "model"
+                tracking.log_artifacts(run_id, model_dir, "model")
+                record.model = str(model_dir)
+                record.model_version = tracking.register(
+                    run_id, model_name, "model",
+                    {"stage": stage, "iteration": it.parent_run_id, "version_key": key, "profile": it.profile,
+                     "parent_version": parent_version or "base", "git_sha": it.git_sha},
+                )
+                tracking.set_tags(run_id, {"model_version": f"{model_name}/{record.model_version}"})
+            mark_complete(out, asdict(record))
+        except BaseException as err:
+            # Exceptions are the stage failing; other BaseExceptions (SIGTERM via Prefect's
+            # TerminationSignal, Ctrl-C, SystemExit) are the process being stopped.
+            tracking.end_run(run_id, "FAILED" if isinstance(err, Exception) else "KILLED")
+            tracking.set_tags(run_id, {"error": f"{type(err).__name__}: {err}"[:4000]})
+            if isinstance(err, Exception):
+                raise StageFailed(stage, f"{type(err).__name__}: {err}") from err
+            raise
+        tracking.end_run(run_id, "FINISHED")
+        _link(it, name, record, reused=False)
         return record
-    if out.exists():  # an unfinished attempt: never resumed from as if it were complete
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-
-    run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
-    try:
-        tracking.log_params(run_id, {**{f"config.{k}": v for k, v in _flatten(config).items()},
-                                     **{f"input.{k}": v for k, v in inputs.items()}})
-        for ds_name, (path, md5) in (datasets or {}).items():
-            tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
-        metrics = body(out)
-        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-        if bad:
-            raise FloatingPointError(f"non-finite metrics {bad}")
-        tracking.log_metrics(run_id, metrics)
-        history = out / "log_history.json"
-        if history.is_file():
-            import json
-
-            tracking.log_history(run_id, json.loads(history.read_text()))
-        record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
-        if model_name:
-            model_dir = out / "model"
-            tracking.log_artifacts(run_id, model_dir, "model")
-            record.model = str(model_dir)
-            record.model_version = tracking.register(
-                run_id, model_name, "model",
-                {"stage": stage, "iteration": it.parent_run_id, "version_key": key, "profile": it.profile,
-                 "parent_version": parent_version or "base", "git_sha": it.git_sha},
-            )
-            tracking.set_tags(run_id, {"model_version": f"{model_name}/{record.model_version}"})
-        mark_complete(out, asdict(record))
-    except BaseException as err:
-        tracking.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        tracking.set_tags(run_id, {"error": f"{type(err).__name__}: {err}"[:4000]})
-        if isinstance(err, Exception):
-            raise StageFailed(stage, f"{type(err).__name__}: {err}") from err
-        raise
-    tracking.end_run(run_id, "FINISHED")
-    _link(it, name, record, reused=False)
-    return record
 
 
 def _link(it: Iteration, name: str, record: Record, reused: bool) -> None:

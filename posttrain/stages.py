@@ -89,7 +89,7 @@ def curate(it: Iteration) -> Record:
     from tasks import curate as curate_task, validate
 
     lay = it.layout()
-    dvc.repro(lay.project, DATA_STAGE)
+    dvc.repro(lay.project, DATA_STAGE, lay.runs)
     md5s = {p: m for p, m in dvc.locked_outs(lay.project, DATA_STAGE).items() if p.endswith(".jsonl")}  # not the stats
     paths = {Path(p).stem: str(lay.project / p) for p in md5s}
     splits = {Path(p).stem: md5 for p, md5 in md5s.items()}

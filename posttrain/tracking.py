@@ -145,6 +145,12 @@ def log_dataset(run_id: str, path: Path, md5: str, name: str, context: str) -> N
     MlflowClient().log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
 
+def log_artifact(run_id: str, path: Path) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().log_artifact(run_id, str(path))
+
+
 def log_artifacts(run_id: str, local_dir: Path, artifact_path: str) -> None:
     from mlflow import MlflowClient
 

@@ -31,5 +31,5 @@ def run(cfg: RewardModelConfig, model_cfg: ModelConfig, *, model: str, data: Pat
     metrics["param_delta_l2"] = training.param_change(before, trainer.model)
     metrics["train_rows"] = float(len(dataset))
     held_out = training.load_rows(eval_data)
-    metrics.update(pair_accuracy(trainer.model, tok, held_out, max_length=cfg.max_length))
+    metrics.update(pair_accuracy(trainer.model, tok, held_out, max_length=cfg.max_length, scores_out=out / "rm_scores.json"))
     return metrics

@@ -91,3 +91,16 @@ def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
     assert prefect_state(ws, failed.data.tags["prefect_flow_run_id"]) == "FAILED"
     checks = json.loads(open(client.download_artifacts(failed.info.run_id, "gates/gate.json")).read())
     assert [c["metric"] for c in checks if not c["passed"]] == ["math_accuracy"]
+
+
+def test_report_card_table_and_plots(tiny_ws, tmp_path):
+    ws, _, it = tiny_ws
+    out = tmp_path / "report"
+    proc = posttrain(ws, "report", it, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| math_accuracy |" in proc.stdout and "| refusal_rate |" in proc.stdout
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= 4 and all(p.stat().st_size > 5_000 for p in pngs)
+    client = mlflow_client(ws)
+    logged = {a.path for a in client.list_artifacts(it, "report")}
+    assert {f"report/{p.name}" for p in pngs} | {"report/report.md"} <= logged

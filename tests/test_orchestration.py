@@ -233,3 +233,20 @@ def test_against_a_real_mlflow_server(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_two_iterations_at_once_do_not_corrupt_each_other(tiny_ws):
+    """Same workspace, same store, started together: both finish, each with its own align."""
+    ws, _, _ = tiny_ws
+    procs = [subprocess.Popen([sys.executable, "-m", "posttrain", "run", "--profile", "tiny", "--set", f"align.beta={b}"],
+                              cwd=ws, env=workspace_env(ws), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for b in (0.31, 0.32)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    client = mlflow_client(ws)
+    runs = [client.get_run(iteration_id(out)) for out, _ in outs]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    aligns = {r.data.tags["stage.align.version_key"] for r in runs}
+    assert len(aligns) == 2  # different configs, different outputs
+    assert len({r.data.tags["stage.sft.version_key"] for r in runs}) == 1  # shared upstream reused by both
