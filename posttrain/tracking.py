@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.parse
 import warnings
+from contextlib import closing
 from pathlib import Path
 
 EXPERIMENT = "posttrain"
@@ -32,7 +33,7 @@ def configure(runs: Path) -> str:
         runs.mkdir(parents=True, exist_ok=True)
         # WAL lets two iterations write the same store at once (readers never block the writer);
         # the mode is stored in the database file, so setting it once is enough.
-        with sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30) as con:
+        with closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as con:
             con.execute("PRAGMA journal_mode=WAL")
     elif uri.startswith(("http://", "https://")):
         parsed = urllib.parse.urlparse(uri)
