@@ -90,10 +90,17 @@ def score(problems: list[dict], responses: list[str], max_infra_fraction: float,
     """-> ({code_pass_at_1, code_test_pass_rate, code_infra_errors, code_items}, per-problem results).
 
     Raises SandboxUnavailable / TooManyInfraErrors: the stage must fail rather than report a score."""
-    from posttrain.sandbox import Limits, run_batch, score_batch
+    from posttrain.sandbox import Limits, run_batch
 
     results = run_batch(jobs(problems, responses), Limits(), workers=workers)
+    return metrics(results, max_infra_fraction), results
+
+
+def metrics(results: list, max_infra_fraction: float) -> dict[str, float]:
+    """Scores of sandbox results (also of a prefix of them: a boundary evaluation's view)."""
+    from posttrain.sandbox import score_batch
+
     pass_at_1, n_scored, n_infra = score_batch(results, max_infra_fraction, all_or_nothing=True)
     test_rate, _, _ = score_batch(results, max_infra_fraction)
     return {"code_pass_at_1": pass_at_1, "code_test_pass_rate": test_rate,
-            "code_infra_errors": float(n_infra), "code_items": float(n_scored)}, results
+            "code_infra_errors": float(n_infra), "code_items": float(n_scored)}

@@ -20,7 +20,8 @@ from prefect.runtime import flow_run
 from posttrain import dag, stages
 
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
-StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.final"]
+StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.sft",
+                    "evaluate.align", "evaluate.reason", "evaluate.safety", "evaluate.final"]
 
 
 def _flow_run_id() -> str:
@@ -33,12 +34,16 @@ recorded = task(name="recorded_outputs", **TASK)(stages.recorded)
 close_iteration = task(name="close_iteration", **TASK)(stages.close_iteration)
 gate = task(name="gate", **TASK)(stages.gate)
 NODE_TASKS = {node.name: task(name=node.name, **TASK)(node.fn) for node in dag.NODES}
+GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(stages.gate_stage) for name, spec in dag.STAGE_GATES.items()}
 
 
 def _run_nodes(it, records: dict, names: list[str]) -> dict:
     for name in names:
         node = dag.NODE[name]
         records[name] = NODE_TASKS[name](it, *[records[i] for i in node.inputs])
+        if name in dag.STAGE_GATES:  # a failed stage gate raises: nothing after it starts
+            stage, *gate_inputs = dag.STAGE_GATES[name]
+            GATE_TASKS[name](it, stage, *[records[i] for i in gate_inputs])
     return records
 
 

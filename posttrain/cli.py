@@ -7,7 +7,9 @@
     posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
     posttrain report ITERATION [--out DIR]                        report card: table + plots, logged to MLflow
     posttrain plan --profile llama70b-h100                        GPU-hours, memory and cost per stage
-    posttrain stage curate                                        the data stage (what `dvc repro` runs)
+    posttrain stage NAME [--profile P] [--iteration RUN_ID]       one stage outside a flow (curate: what
+                                                                  `dvc repro` runs; others: what a SkyPilot
+                                                                  job or torchrun runs on each process)
 
 Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration or usage.
 """
@@ -65,7 +67,8 @@ def _run_flow(call) -> int:
     except GateFailed as err:
         print(f"\nFAILED at the gate: {err}", file=sys.stderr)
         return 1
-    _table(records)
+    if records:  # empty on the non-main processes of a distributed stage: one table, from rank 0
+        _table(records)
     return 0
 
 
@@ -174,21 +177,29 @@ def cmd_lineage(args) -> int:
 
 
 def cmd_stage(args) -> int:
+    """One stage without a flow: `curate` is what `dvc repro` calls; every other stage runs through
+    posttrain.standalone (also on every process of a torchrun / accelerate launch)."""
     lay, params = _load(args)
-    if args.name != "curate":
-        print(f"error: `posttrain stage {args.name}` is not a standalone entry point yet; run `posttrain run`, "
-              f"which reuses every stage whose inputs did not change", file=sys.stderr)
-        return 2
-    from tasks import curate
-    from tasks.validate import DataValidationError
+    if args.name == "curate":
+        from tasks import curate
+        from tasks.validate import DataValidationError
 
-    try:
-        counts = curate.run(params.curate, lay.curated)
-    except (DataValidationError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("\n".join(f"{k}: {int(v)}" for k, v in counts.items()))
-    return 0
+        try:
+            counts = curate.run(params.curate, lay.curated)
+        except (DataValidationError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print("\n".join(f"{k}: {int(v)}" for k, v in counts.items()))
+        return 0
+    from posttrain import distributed, standalone
+
+    iteration = args.iteration or os.environ.get("MLFLOW_PARENT_RUN_ID") or None
+
+    def call():
+        parent, record = standalone.run(str(lay.project), args.name, args.profile, list(args.set), iteration)
+        return [{"iteration": parent, **record.__dict__}] if distributed.is_main() else []
+
+    return _run_flow(call)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,11 +215,15 @@ def main(argv: list[str] | None = None) -> int:
                                ("lineage", cmd_lineage, "print a model version's lineage"),
                                ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
                                ("report", cmd_report, "report card of an iteration: table + plots"),
-                               ("plan", cmd_plan, "GPU budget of a cluster profile before launch (sky/profiles.yaml)"),
-                               ("stage", cmd_stage, "run one stage's body (curate: what dvc repro calls)")):
+                               ("plan", cmd_plan, "GPU budget of a cluster profile before launch (profiles in params.yaml)"),
+                               ("stage", cmd_stage, "run one stage outside a flow (what dvc repro, SkyPilot and torchrun call)")):
         p = sub.add_parser(name, help=helptext)
         if name == "stage":
-            p.add_argument("name", choices=["curate"])
+            p.add_argument("name", choices=stages)
+            p.add_argument("--iteration", default=None,
+                           help="join this iteration (its MLflow parent run id; default $MLFLOW_PARENT_RUN_ID) and "
+                                "use its recorded upstream outputs; without it, a new parent run and upstream "
+                                "reused or built")
         if name == "rerun":
             p.add_argument("stage", choices=stages)
             p.add_argument("--iteration", required=True, help="MLflow run id of the iteration (its parent run)")
@@ -225,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--zombie-window", type=int, default=90, metavar="SECONDS",
                            help="mark a served run Crashed after this long without a heartbeat (default 90)")
         if name == "plan":
-            p.add_argument("--profile", required=True, help="a cluster profile of sky/profiles.yaml, e.g. llama70b-h100")
+            p.add_argument("--profile", required=True, help="a cluster profile in params.yaml, e.g. llama70b-h100")
         if name in ("run", "stage", "rerun"):
             p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                            help="override one config value, e.g. --set sft.learning_rate=1e-4 (repeatable)")

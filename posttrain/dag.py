@@ -27,15 +27,26 @@ NODES = (
     # The baseline the final gate compares against, as early as its inputs allow, so that any
     # iteration that got as far as align has it recorded for a later rerun.
     Node("evaluate.base", stages.evaluate_base, ("base", "reward_model", "curate")),
-    Node("align", stages.align, ("sft", "curate")),
+    # Boundary evaluations: each trained checkpoint on small subsets, against the previous
+    # boundary (its win rate and its gate's baseline); STAGE_GATES gates each one before the next
+    # stage may start.
+    Node("evaluate.sft", stages.evaluate_boundary, ("sft", "reward_model", "curate", "evaluate.base")),
+    Node("align", stages.align, ("sft", "reward_model", "curate")),  # RM ranks on-policy pairs
+    Node("evaluate.align", stages.evaluate_boundary, ("align", "reward_model", "curate", "evaluate.sft")),
     Node("reason", stages.reason, ("align", "curate")),
+    Node("evaluate.reason", stages.evaluate_boundary, ("reason", "reward_model", "curate", "evaluate.align")),
     Node("safety", stages.safety, ("reason", "curate")),
+    Node("evaluate.safety", stages.evaluate_boundary, ("safety", "reward_model", "curate", "evaluate.reason")),
     Node("evaluate.final", stages.evaluate_final, ("safety", "reward_model", "curate", "evaluate.base")),
 )
 NODE = {n.name: n for n in NODES}
 ORDER = tuple(n.name for n in NODES)  # already topological
 POLICY_STAGES = ("sft", "align", "reason", "safety")  # versions of the policy model, in order
 GATE_INPUTS = ("evaluate.final", "evaluate.base", "reward_model", *POLICY_STAGES)
+# Per-stage gate (gates.yaml section = the stage) run right after its boundary evaluation:
+# {boundary node: (stage, its evaluation, the previous boundary, the stage's checkpoint)}.
+STAGE_GATES = {f"evaluate.{s}": (s, f"evaluate.{s}", prev, s)
+               for s, prev in zip(POLICY_STAGES, ("evaluate.base", *(f"evaluate.{p}" for p in POLICY_STAGES[:-1])))}
 
 
 def downstream_of(name: str) -> list[str]:
@@ -53,6 +64,8 @@ def needed_by(names: list[str]) -> list[str]:
     """Nodes whose recorded outputs re-running `names` reads: their ancestors (and, when the final
     evaluation re-runs, what the gate compares against), minus `names` themselves."""
     need = set(GATE_INPUTS) if "evaluate.final" in names else set()
+    for name in names:  # a re-run boundary evaluation is re-gated: it needs what the gate reads
+        need |= set(STAGE_GATES[name][1:]) - {name} if name in STAGE_GATES else set()
     frontier = list(names) + list(need)
     while frontier:
         for parent in NODE[frontier.pop()].inputs:

@@ -1,11 +1,11 @@
 """Cost and memory plan of one iteration on a GPU profile, before anything is launched.
 
-    python -m posttrain.plan --profile llama70b-h100     (to be wired as `posttrain plan --profile P`)
+    posttrain plan --profile llama70b-h100
 
 Per stage: nodes x GPUs, per-GPU memory (weights, gradients, optimizer states, activations, other)
 under the profile's sharding, tokens processed, optimizer steps, GPU-hours, wall hours and cost,
-then the iteration total. Every input comes from a profile mapping (sky/profiles.yaml until the GPU
-profiles are merged into params.yaml). The throughput model is a range, not a point: the low
+then the iteration total. Every input comes from the profile's entry in params.yaml (`profiles:`),
+validated by posttrain/config.py first. The throughput model is a range, not a point: the low
 GPU-hours use the high end of the utilisation assumptions and vice versa. Its sources are in
 ASSUMPTIONS and are printed with every plan; where a 70B estimate is outside 2x of DOMAIN.md's
 reference the plan says why, in numbers.
@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 import yaml
 
-PROFILES = Path("sky") / "profiles.yaml"  # relative to the project root
+PROFILES = Path("params.yaml")  # relative to the project root: its `profiles:` section
 GIB = 2**30
 
 # The TRL trainer each tasks/<stage>.py calls decides the cost model (safety is refusal SFT).
@@ -192,13 +192,21 @@ class StagePlan:
 
 
 def load_profile(name: str, project: str | Path | None = None, path: str | Path | None = None) -> dict:
-    """The mapping of one GPU profile from sky/profiles.yaml (or `path`)."""
+    """The mapping of one GPU profile from params.yaml's `profiles:` (or the params file `path`).
+
+    The whole profile is validated by posttrain/config.py first, so a plan never prices a profile
+    that `posttrain run` would reject; the plan then reads the profile's own values."""
+    from posttrain.config import ConfigError, load_params
     from posttrain.paths import layout
 
     file = Path(path) if path else layout(project).project / PROFILES
-    profiles = yaml.safe_load(file.read_text()) or {}
+    profiles = (yaml.safe_load(file.read_text()) or {}).get("profiles") or {}
     if name not in profiles:
         raise PlanError(f"unknown profile '{name}'; profiles in {file}: {', '.join(profiles) or 'none'}")
+    try:
+        load_params(file, name)
+    except ConfigError as err:
+        raise PlanError(str(err)) from err
     return profiles[name]
 
 
@@ -453,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", required=True, help=f"a GPU profile in {PROFILES}")
     parser.add_argument("--project", default=None, help="project root (default: current dir)")
-    parser.add_argument("--profiles", default=None, help=f"profiles file (default: <project>/{PROFILES})")
+    parser.add_argument("--profiles", default=None, help=f"params file holding the profiles (default: <project>/{PROFILES})")
     args = parser.parse_args(argv)
     try:
         spec = load_profile(args.profile, args.project, args.profiles)

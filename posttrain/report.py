@@ -3,9 +3,13 @@ the input checkpoint, and PNG plots, written to a folder and logged to the itera
 
     posttrain report ITERATION_RUN_ID [--out DIR]
 
+Tables: the full evaluations (input vs final, with deltas), the boundary evaluations (one row per
+checkpoint: base, sft, align, reason, safety, final on the boundary items, each with its delta
+against the row before) and the training stages.
 Plots: evaluation metrics of the input (base) vs the final checkpoint; the refusal vs
 over-refusal frontier; the reward model's score histogram on held-out pairs (chosen vs rejected);
-GRPO reward and completion length over steps; training loss of every stage over steps.
+GRPO reward and completion length over steps; training loss of every stage over steps; the
+reward-hacking probe (RM score vs verifier accuracy of the same math answers across checkpoints).
 """
 
 from __future__ import annotations
@@ -21,6 +25,44 @@ EVAL_METRICS = (
     "response_tokens_mean",
 )
 TRAIN_STAGES = ("sft", "reward_model", "align", "reason", "safety")
+BOUNDARY_METRICS = ("math_accuracy", "answer_format_rate", "rm_score_mean", "refusal_rate", "over_refusal_rate",
+                    "win_rate_vs_input", "distinct_2")
+CHECKPOINTS = ("base", "sft", "align", "reason", "safety", "final")
+
+
+def boundary_points(runs: dict) -> list[tuple[str, dict[str, float]]]:
+    """(checkpoint, scores on the boundary items) in pipeline order: evaluate.base / .final
+    contribute their `boundary.*` metrics, the boundary evaluations their own. Win rates are each
+    evaluation's own (vs its input), so the full evaluations' view leaves them out."""
+    points = []
+    for name in CHECKPOINTS:
+        run = runs.get(f"evaluate.{name}")
+        if run is None:
+            continue
+        m = run.data.metrics
+        if name in ("base", "final"):
+            m = {k[len("boundary."):]: v for k, v in m.items() if k.startswith("boundary.")}
+        if m:
+            points.append((name, m))
+    return points
+
+
+def boundary_table(runs: dict) -> str:
+    points = boundary_points(runs)
+    if not points:
+        return ""
+    lines = ["| checkpoint (boundary items) | " + " | ".join(BOUNDARY_METRICS) + " |",
+             "|---|" + "---|" * len(BOUNDARY_METRICS)]
+    prev: dict[str, float] = {}
+    for name, m in points:
+        cells = []
+        for k in BOUNDARY_METRICS:
+            v, before = m.get(k), prev.get(k)
+            delta = v - before if v is not None and before is not None and k != "win_rate_vs_input" else None
+            cells.append(_fmt(v) + (f" ({'+' if delta > 0 else ''}{_fmt(delta)})" if delta is not None else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        prev = m
+    return "\n".join(lines)
 
 
 def _runs(client, iteration: str) -> dict[str, object]:
@@ -47,6 +89,9 @@ def table(runs: dict) -> str:
         b, f = base.get(m), final.get(m)
         delta = f - b if b is not None and f is not None else None
         lines.append(f"| {m} | {_fmt(b)} | {_fmt(f)} | {'+' if delta and delta > 0 else ''}{_fmt(delta)} |")
+    boundary = boundary_table(runs)
+    if boundary:
+        lines += ["", boundary]
     lines += ["", "| stage | MLflow run | status | train_loss | param_delta_l2 | stage metric |", "|---|---|---|---|---|---|"]
     stage_metric = {"reward_model": "rm_pair_accuracy", "reason": "reward_last", "align": "logps_chosen_delta"}
     for s in TRAIN_STAGES:
@@ -136,7 +181,48 @@ def plots(client, runs: dict, out: Path) -> list[Path]:
     ax.set_title("Training loss per stage")
     ax.legend()
     save(fig, "training_loss.png")
+
+    # Reward hacking shows as the RM's score of the answers climbing while the verifier's
+    # accuracy on the same answers stays flat or falls (DOMAIN.md): both on one chart per checkpoint.
+    points = [(n, m) for n, m in boundary_points(runs) if "rm_score_mean" in m and "math_accuracy" in m]
+    if points:
+        names = [n for n, _ in points]
+        rm_scores = [m["rm_score_mean"] for _, m in points]
+        acc = [m["math_accuracy"] for _, m in points]
+        fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot(names, rm_scores, marker="o", label="RM score (mean)")
+        ax1.set_ylabel("reward-model score of the math answers")
+        ax2 = ax1.twinx()
+        ax2.plot(names, acc, marker="s", color="tab:green", label="verifier accuracy")
+        ax2.set_ylabel("math accuracy (math-verify)")
+        ax2.set_ylim(-0.05, 1.05)
+        ax1.set_xlabel("checkpoint (boundary items)")
+        handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax1.legend(handles, [h.get_label() for h in handles], loc="best", fontsize=8)
+        ax3.scatter(rm_scores, acc)
+        for n, x, y in zip(names, rm_scores, acc):
+            ax3.annotate(n, (x, y), textcoords="offset points", xytext=(4, 4))
+        ax3.set_xlabel("RM score (mean)")
+        ax3.set_ylabel("math accuracy")
+        ax3.set_ylim(-0.05, 1.05)
+        r = _pearson(rm_scores, acc)
+        ax3.set_title(f"Pearson r = {_fmt(r)} over {len(points)} checkpoints")
+        ax1.set_title("Reward hacking = RM score up, accuracy flat")
+        save(fig, "reward_hacking_probe.png")
     return written
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float:
+    """NaN when either side is constant or there are fewer than 3 points (shown as '-')."""
+    n = len(xs)
+    if n < 3:
+        return math.nan
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return math.nan
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / math.sqrt(sxx * syy)
 
 
 def report(iteration: str, out: Path) -> tuple[str, list[Path]]:

@@ -11,16 +11,23 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from filelock import FileLock
 
-from posttrain import tracking
+from posttrain import distributed, tracking
 from posttrain.config import Params, load_params
 from posttrain.paths import Layout, layout
 from posttrain.stage_dir import is_complete, mark_complete, read_marker, version_key
+
+
+# The version key a launcher computed for the stage it sent here (SkyPilot's VERSION_KEY env);
+# execute() refuses to run under any other key. Set by posttrain.standalone for its one stage.
+EXPECT_KEY: ContextVar[str | None] = ContextVar("EXPECT_KEY", default=None)
 
 
 class StageFailed(RuntimeError):
@@ -86,14 +93,26 @@ def execute(
     parent_version: str | None = None,
     label: str = "",
     extra: dict | None = None,
+    backend: str = "local",
 ) -> Record:
     """inputs: {name: version key or md5 of each input}; datasets: {name: (path, md5)} to log;
     model_name: register out/model under this registered model."""
     lay = it.layout()
     key = version_key(stage, config, inputs, code)
     out = lay.stage_dir(stage, key)
+    expected = EXPECT_KEY.get()
+    if expected and expected != key:
+        raise StageFailed(stage, f"this checkout computes version key {key[:20]}, the launcher sent {expected[:20]}: "
+                                 f"code, config or inputs differ from what the iteration launched; launch again "
+                                 f"from the same commit")
+    if not distributed.is_main():
+        return _execute_worker(stage, key, out, body, label)
     tracking.configure(lay.runs)
     name = f"{stage}.{label}" if label else stage
+    if backend == "skypilot":
+        record = _execute_remote(it, stage, name, key)
+        _link(it, name, record, reused=record.cached)
+        return record
     out.parent.mkdir(parents=True, exist_ok=True)
     # Two iterations reaching the same stage version at once: the second waits here, then reuses
     # the first one's output instead of deleting a directory that is still being written.
@@ -102,9 +121,31 @@ def execute(
             record = Record.from_marker(out)
             _link(it, name, record, reused=True)
             return record
-        if out.exists():  # an unfinished attempt: never resumed from as if it were complete
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        if distributed.in_solo() and stage != "curate":
+            # A trainer here would wait for processes that are not in it (they wait for rank 0).
+            raise StageFailed(stage, f"'{name}' has no complete output for this config, and a distributed launch "
+                                     f"builds only the stage it was started for; build it first: "
+                                     f"posttrain stage {name} --profile {it.profile}")
+        if out.exists():
+            # An unfinished attempt: none of its outputs is reused as if complete, except trainer
+            # checkpoints that carry their own marker (out/trainer[/<phase>]/checkpoint-N/
+            # COMPLETE.json, written after the checkpoint's last file): the trainer resumes from the
+            # last one. Unmarked checkpoints (killed mid-save) go with everything else.
+            keep = {c for c in (out / "trainer").rglob("checkpoint-*") if c.is_dir() and is_complete(c)}
+            stack = [out]
+            while stack:
+                for path in stack.pop().iterdir():
+                    if path in keep:
+                        continue
+                    if path.is_dir() and not path.is_symlink():
+                        if any(k.is_relative_to(path) for k in keep):
+                            stack.append(path)  # holds a kept checkpoint deeper down
+                        else:
+                            shutil.rmtree(path)
+                    else:
+                        path.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()  # the other processes start the body only in a prepared directory
 
         run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
         try:
@@ -112,7 +153,13 @@ def execute(
                                          **{f"input.{k}": v for k, v in inputs.items()}})
             for ds_name, (path, md5) in (datasets or {}).items():
                 tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
+            started = time.perf_counter()
             metrics = body(out)
+            # Wall time of the stage's own work (training / generation), without tracking, hashing,
+            # locking or registration: bench/ compares it with the flow's wall time (overhead).
+            metrics["compute_s"] = time.perf_counter() - started
+            metrics["world_size"] = float(distributed.world_size())
+            metrics.update(_gpu_cost(it, metrics["compute_s"]))
             bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
             if bad:
                 raise FloatingPointError(f"non-finite metrics {bad}")
@@ -122,7 +169,7 @@ def execute(
                 tracking.log_history(run_id, json.loads(history.read_text()))
             # The stage's small records (eval samples, scores, step logs) go to MLflow too, so an
             # audit or a report needs only the tracking server, not this machine's disk.
-            for record_file in sorted(out.glob("*.json*")):
+            for record_file in sorted([*out.glob("*.json*"), *out.glob("*.png")]):
                 tracking.log_artifact(run_id, record_file)
             record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
             if model_name:
@@ -147,6 +194,64 @@ def execute(
         tracking.end_run(run_id, "FINISHED")
         _link(it, name, record, reused=False)
         return record
+
+
+def _gpu_cost(it: Iteration, compute_s: float) -> dict[str, float]:
+    """Actual GPU-hours and cost of the stage body, to compare with `posttrain plan`'s estimate:
+    one process per GPU, so GPUs = world size (no GPU: nothing to log)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    gpu_hours = compute_s / 3600 * distributed.world_size()
+    return {"gpu_hours": gpu_hours, "cost_usd": gpu_hours * it.params().cluster.price_per_gpu_hour}
+
+
+def _execute_remote(it: Iteration, stage: str, name: str, key: str) -> Record:
+    """The stage as a SkyPilot managed job running `posttrain stage STAGE --iteration PARENT` on the
+    cluster: it computes the same version key (or refuses), logs its own child run of this
+    iteration and writes its output with the marker last under the checkpoint bucket. The job's
+    status decides (anything but SUCCEEDED raises); the marker is the record downstream reads."""
+    import os
+
+    import mlflow
+
+    from posttrain import skypilot
+
+    p = it.params()
+    cluster = p.cluster
+    uri = cluster.tracking_uri or mlflow.get_tracking_uri()
+    rel = it.layout().stage_dir(stage, key).relative_to(it.layout().runs).as_posix()
+    marker_url = f"{cluster.checkpoint_bucket.rstrip('/')}/{rel}/COMPLETE.json"
+
+    def read_marker() -> dict:
+        import fsspec
+
+        with fsspec.open(marker_url, "r") as f:  # FileNotFoundError when the job wrote none
+            return json.load(f)
+
+    envs = {"VERSION_KEY": key, "MLFLOW_TRACKING_URI": uri, "MLFLOW_PARENT_RUN_ID": it.parent_run_id,
+            "POSTTRAIN_OVERRIDES": json.dumps(list(it.overrides))}
+    secrets = {k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)}
+    try:
+        meta = skypilot.launch_stage(name, it.profile, envs, marker=read_marker, project=it.project,
+                                     cluster=cluster, secrets=secrets)
+    except Exception as err:
+        raise StageFailed(stage, f"{type(err).__name__}: {err}") from err
+    fields = {k: meta[k] for k in Record.__dataclass_fields__ if k in meta and k != "cached"}
+    return Record(**fields, cached=False)
+
+
+def _execute_worker(stage: str, key: str, out: Path, body: Callable[[Path], dict[str, float]], label: str) -> Record:
+    """A non-main process of a distributed stage: same version key and directory as rank 0, the
+    body only (its share of training). The main process decides about reuse, tracks, registers
+    and writes the marker; the marker is written only after every process finished the body, so
+    all processes see the same completeness here."""
+    if is_complete(out):
+        return Record.from_marker(out)
+    distributed.barrier()
+    metrics = body(out)
+    return Record(stage=stage, key=key, out=str(out), run_id="", metrics=metrics, label=label)
 
 
 def _link(it: Iteration, name: str, record: Record, reused: bool) -> None:

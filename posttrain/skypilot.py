@@ -6,7 +6,7 @@
                         marker=local_mount / "stages/sft" / key[:20] / "COMPLETE.json",
                         secrets={"HF_TOKEN": os.environ["HF_TOKEN"]})
 
-The task is sky/stage.yaml with the profile's resources (sky/profiles.yaml: nodes, accelerators,
+The task is sky/stage.yaml with the profile's resources (params.yaml `profiles:`: nodes, accelerators,
 spot, max_restarts_on_errors) and the given envs. The job's outcome is its managed-job STATUS,
 polled until terminal, never the exit code of a log tail (a log stream can end early or be cut
 while the job goes on). Anything but SUCCEEDED raises RemoteStageFailed(job_id, status). On
@@ -40,6 +40,8 @@ from posttrain.plan import load_profile
 TASK_YAML = Path("sky") / "stage.yaml"  # relative to the project root
 ACCELERATE_CONFIGS = {"fsdp2": "sky/accelerate/fsdp2.yaml", "zero3": "sky/accelerate/zero3.yaml"}
 REMOTE_STAGES = ("sft", "reward_model", "align", "reason", "safety", "evaluate")  # curate stays local (DVC)
+# Env vars of sky/stage.yaml the run section passes on to `posttrain stage` (POSTTRAIN_OVERRIDES:
+# the iteration's --set values as a JSON list, so the remote config and version key match).
 REQUIRED_ENVS = ("VERSION_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_PARENT_RUN_ID")
 
 # sky.jobs.ManagedJobStatus values (tests/test_sky.py checks these sets against SkyPilot's own).
@@ -62,21 +64,27 @@ class RemoteStageFailed(RuntimeError):
 
 def job_name(stage: str, version_key: str) -> str:
     """One name per stage version: a second launch of the same version attaches instead of duplicating."""
-    return f"posttrain-{stage}-{version_key[:12]}"
+    return f"posttrain-{stage.replace('.', '-')}-{version_key[:12]}"
 
 
 def build_task(stage: str, profile: str, envs: Mapping[str, str], *, project: str | Path | None = None,
-               profiles: str | Path | None = None, secrets: Mapping[str, str] | None = None):
-    """sky.Task for `stage` on `profile`: sky/stage.yaml + the profile's resources + `envs`."""
+               profiles: str | Path | None = None, secrets: Mapping[str, str] | None = None, cluster=None):
+    """sky.Task for `stage` on `profile`: sky/stage.yaml + the profile's resources + `envs`.
+    cluster: the resolved `cluster` config (a ClusterConfig, with --set overrides applied); default:
+    the profile's entry in params.yaml."""
+    import dataclasses
+
     import sky
 
     from posttrain.paths import layout
 
-    if stage not in REMOTE_STAGES:
+    if stage.split(".")[0] not in REMOTE_STAGES:  # evaluate.base, evaluate.final: the evaluate stage
         raise ValueError(f"stage '{stage}' cannot run on SkyPilot; remote stages: {', '.join(REMOTE_STAGES)}")
     root = layout(project).project
-    spec = load_profile(profile, root, profiles)
-    cluster = spec["cluster"]
+    if cluster is None:
+        cluster = load_profile(profile, root, profiles)["cluster"]
+    elif dataclasses.is_dataclass(cluster):
+        cluster = dataclasses.asdict(cluster)
     config = yaml.safe_load((root / TASK_YAML).read_text())
     unknown = sorted(set(envs) - set(config["envs"]))
     if unknown:
@@ -93,7 +101,7 @@ def build_task(stage: str, profile: str, envs: Mapping[str, str], *, project: st
     if uri.startswith(("sqlite:", "file:", "/", ".")):
         raise ValueError(f"MLFLOW_TRACKING_URI={uri!r} is local to this machine; a remote stage needs a tracking "
                          f"server it can reach (http(s)://...)")
-    config["name"] = f"posttrain-{stage}"
+    config["name"] = f"posttrain-{stage.replace('.', '-')}"
     config["workdir"] = str(root)  # the checkout, whatever the caller's working directory
     config["num_nodes"] = int(cluster.get("stage_nodes", {}).get(stage, cluster["nodes"]))
     resources = config["resources"]
@@ -113,6 +121,7 @@ def launch_stage(stage: str, profile: str, envs: Mapping[str, str], *,
                  marker: Callable[[], Mapping] | str | os.PathLike,
                  project: str | Path | None = None, profiles: str | Path | None = None,
                  secrets: Mapping[str, str] | None = None, poll_s: float = 30.0, timeout_s: float | None = None,
+                 cluster=None,
                  on_status: Callable[[int, str], None] | None = None) -> dict:
     """Launch (or attach to) the managed job of one stage version, wait for a terminal status, and
     return the stage's recorded metadata.
@@ -121,7 +130,7 @@ def launch_stage(stage: str, profile: str, envs: Mapping[str, str], *,
     or a callable that reads it (e.g. through fsspec) and raises FileNotFoundError when absent.
     timeout_s: stop waiting (TimeoutError) but leave the job running; a later call attaches to it.
     """
-    task = build_task(stage, profile, envs, project=project, profiles=profiles, secrets=secrets)
+    task = build_task(stage, profile, envs, project=project, profiles=profiles, secrets=secrets, cluster=cluster)
     name = job_name(stage, envs["VERSION_KEY"])
     job_id = _active_job(name)  # a previous waiter died: attach, never run the same version twice
     if job_id is None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 from posttrain import dvc, models, recovery, tracking
-from posttrain.config import as_dict, load_params
+from posttrain.config import as_dict, identity, load_params
 from posttrain.paths import layout
 from posttrain.runner import Iteration, Record, execute
 from posttrain.stage_dir import code_digest, is_complete
@@ -21,16 +22,18 @@ from posttrain.stage_dir import code_digest, is_complete
 DATA_STAGE = "curate"
 
 
-def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
-    """Validate the config (fails fast, before any work) and open the iteration's parent run."""
+def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "",
+                   kind: str = "iteration") -> Iteration:
+    """Validate the config (fails fast, before any work) and open the iteration's parent run.
+    kind: "iteration" for a flow, "stage" for `posttrain stage NAME` on its own."""
     lay = layout(project)
     params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
     tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
     recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
     sha = tracking.git_sha(lay.project)
-    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": "iteration",
+    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": kind,
             "pipeline": params.pipeline.name, **recovery.owner_tags()}
-    run_id = tracking.start_parent(lay.runs, f"iteration-{profile}", tags,
+    run_id = tracking.start_parent(lay.runs, f"{kind}-{profile}", tags,
                                    {"profile": profile, "overrides": json.dumps(list(overrides)), "git_sha": sha})
     return Iteration(str(lay.project), profile, tuple(overrides), run_id, flow_run_id, sha)
 
@@ -85,24 +88,39 @@ def close_iteration(it: Iteration, status: str) -> None:
 
 
 def curate(it: Iteration) -> Record:
-    """`dvc repro curate` (a no-op when data/ is up to date), then record the data versions."""
-    from tasks import curate as curate_task, validate
+    """`dvc repro` of the data pipeline (a no-op when data/ is up to date), then record the data
+    versions (dvc.lock md5s as MLflow dataset digests) and log each split's dataset card."""
+    from tasks import cards, clean, curate as curate_task, decontaminate, mix, sources, validate
 
     lay = it.layout()
-    dvc.repro(lay.project, DATA_STAGE, lay.runs)
-    md5s = {p: m for p, m in dvc.locked_outs(lay.project, DATA_STAGE).items() if p.endswith(".jsonl")}  # not the stats
+    dvc.repro(lay.project, dvc.CURATE_TARGET, lay.runs)
+    outs = dvc.locked_outs(lay.project, dvc.CURATE_TARGET)
+    md5s = {p: m for p, m in outs.items() if p.endswith(".jsonl")}  # not the cards or the stats
     paths = {Path(p).stem: str(lay.project / p) for p in md5s}
     splits = {Path(p).stem: md5 for p, md5 in md5s.items()}
+    missing = sorted(set(curate_task.SPLITS) - set(splits))
+    if missing:
+        raise dvc.DVCError(f"dvc.lock stage {dvc.CURATE_TARGET} has no curated split(s) {missing}: run `dvc repro`")
     stats = json.loads((lay.project / "data" / "curate_stats.json").read_text())
-    return execute(
+
+    def body(out: Path) -> dict[str, float]:
+        (out / "cards").mkdir()
+        for split in splits:
+            shutil.copy2(lay.curated / f"{split}.md", out / "cards" / f"{split}.md")
+        return stats
+
+    record = execute(
         it, DATA_STAGE,
         config=as_dict(it.params().curate),
         inputs={f"md5.{k}": v for k, v in splits.items()},
-        code=code_digest(curate_task, validate),
+        code=code_digest(curate_task, sources, clean, mix, decontaminate, cards, validate),
         datasets={name: (paths[name], splits[name]) for name in splits},
-        body=lambda out: stats,
+        body=body,
         extra={"paths": paths, "md5": splits},
     )
+    if not record.cached:  # a reused record's cards were logged by the run that made them
+        tracking.log_artifacts(record.run_id, Path(record.out) / "cards", "dataset_cards")
+    return record
 
 
 def base_model(it: Iteration) -> Record:
@@ -123,19 +141,22 @@ def _dataset(data: Record, split: str) -> tuple[str, str]:
 
 
 def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record, splits: tuple[str, ...],
-                 model_name: str, call) -> Record:
+                 model_name: str, call, helpers: tuple = (), extra_inputs: dict[str, str] | None = None) -> Record:
+    """helpers: further modules whose code the stage runs (hashed into its version key);
+    extra_inputs: {name: version key} of other stage outputs it reads (e.g. the reward model)."""
     p = it.params()
     cfg = p.section(stage)
-    from posttrain import training
+    from posttrain import generation, training
 
     return execute(
         it, stage,
-        config={"stage": as_dict(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
-        inputs={"model": parent.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}},
-        code=code_digest(module, training),
+        config={"stage": identity(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
+        inputs={"model": parent.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}, **(extra_inputs or {})},
+        code=code_digest(module, training, generation, *helpers),
         datasets={s: _dataset(data, s) for s in splits},
         body=lambda out: call(cfg, p, out),
         model_name=model_name,
+        backend=cfg.backend,
         parent_version=parent.model_version,
     )
 
@@ -151,35 +172,53 @@ def sft(it: Iteration, base: Record, data: Record) -> Record:
 def reward_model(it: Iteration, sft_rec: Record, data: Record) -> Record:
     from tasks import reward_model as task
 
-    return _train_stage(it, "reward_model", task, sft_rec, data, ("preferences", "preferences_eval"),
+    # eval_math / eval_safety: the calibration probes (correct vs wrong answer, refusal vs compliance).
+    return _train_stage(it, "reward_model", task, sft_rec, data, ("preferences", "preferences_eval", "eval_math", "eval_safety"),
                         it.params().pipeline.name + "-reward-model",
                         lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
-                                                     eval_data=_path(data, "preferences_eval"), out=out,
+                                                     eval_data=_path(data, "preferences_eval"),
+                                                     math_data=_path(data, "eval_math"),
+                                                     safety_data=_path(data, "eval_safety"), out=out,
                                                      seed=p.pipeline.seed))
 
 
-def align(it: Iteration, sft_rec: Record, data: Record) -> Record:
-    from tasks import align as task
+def align(it: Iteration, sft_rec: Record, rm: Record, data: Record) -> Record:
+    """rm: the reward model that ranks on-policy samples (align.on_policy) or is the RL reward
+    (align.method=rloo); an input of the version key only then, so a new reward model does not
+    re-run offline DPO."""
+    from tasks import align as task, onpolicy, verifiers
 
+    cfg = it.params().align
+    uses_rm = cfg.on_policy or cfg.method == "rloo"
     return _train_stage(it, "align", task, sft_rec, data, ("preferences",), it.params().pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
-                                                     out=out, seed=p.pipeline.seed))
+                                                     out=out, seed=p.pipeline.seed,
+                                                     reward_model=rm.model if uses_rm else None,
+                                                     rm_max_length=p.reward_model.max_length),
+                        helpers=(onpolicy, verifiers), extra_inputs={"reward_model": rm.key} if uses_rm else None)
 
 
 def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
-    from tasks import reason as task
+    from tasks import onpolicy, reason as task, sft, verifiers
 
     return _train_stage(it, "reason", task, align_rec, data, ("rl",), it.params().pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=align_rec.model, data=_path(data, "rl"),
-                                                     out=out, seed=p.pipeline.seed))
+                                                     out=out, seed=p.pipeline.seed),
+                        helpers=(verifiers, onpolicy, sft))
 
 
 def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
-    from tasks import safety as task
+    """sft: the split replayed into the refusal mix; the constitution's text is an input too."""
+    import hashlib
 
-    return _train_stage(it, "safety", task, reason_rec, data, ("safety",), it.params().pipeline.name,
+    from evaluations import refusal
+    from tasks import align, onpolicy, safety as task, sft
+
+    return _train_stage(it, "safety", task, reason_rec, data, ("safety", "sft"), it.params().pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
-                                                     out=out, seed=p.pipeline.seed))
+                                                     sft_data=_path(data, "sft"), out=out, seed=p.pipeline.seed),
+                        helpers=(sft, align, onpolicy, refusal),
+                        extra_inputs={"sha256.constitution": hashlib.sha256(task.CONSTITUTION.read_bytes()).hexdigest()})
 
 
 def evaluate_base(it: Iteration, base: Record, rm: Record, data: Record) -> Record:
@@ -192,34 +231,107 @@ def evaluate_final(it: Iteration, policy: Record, rm: Record, data: Record, base
     return evaluate(it, policy, rm, data, "final", baseline=base_eval)
 
 
-def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str, baseline: Record | None = None) -> Record:
-    """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage)."""
+def evaluate_boundary(it: Iteration, policy: Record, rm: Record, data: Record, previous: Record) -> Record:
+    """The checkpoint `policy` just trained, on the boundary subsets (evaluate.<its stage>), with
+    its win rate against the previous boundary's responses; `gate_stage` then gates it."""
+    return evaluate(it, policy, rm, data, policy.stage, baseline=previous, boundary=True)
+
+
+def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str, baseline: Record | None = None,
+             boundary: bool = False) -> Record:
+    """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage, the
+    stage's name for a boundary evaluation on the small subsets)."""
     import hashlib
 
-    from evaluations import diversity, humaneval, ifeval, math_score, refusal, reward, sycophancy, win_rate
+    from evaluations import (diversity, humaneval, ifeval, llama_guard, lm_eval_harness, math_score, refusal, reward,
+                             sycophancy, win_rate)
     from posttrain import sandbox
     from tasks import evaluate as task
 
     p = it.params()
+    lay = it.layout()
     splits = ("eval_math", "eval_safety", "preferences_eval")
     inputs = {"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits},
               "sha256.ifeval_prompts": hashlib.sha256(ifeval.PROMPTS.read_bytes()).hexdigest()}
+    include = lay.project / p.evaluate.lm_eval_include_path if p.evaluate.lm_eval_tasks else None
+    if include is not None and include.is_dir():  # local task YAMLs and their data are inputs too
+        inputs["sha256.lm_eval_tasks"] = _tree_digest(include)
     if baseline is not None:
         inputs["baseline_evaluation"] = baseline.key
+    # gates_file is left out: gates are checked after the evaluation, so a new threshold re-gates
+    # the recorded scores instead of recomputing them.
+    config = {k: v for k, v in identity(p.evaluate).items() if k != "gates_file"}
     return execute(
         it, "evaluate",
-        config={"stage": as_dict(p.evaluate), "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length,
-                "suite_versions": task.suite_versions()},
+        config={"stage": config, "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length,
+                "suite_versions": task.suite_versions(p.evaluate), "boundary": boundary},
         inputs=inputs,
-        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, sandbox),
+        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, sandbox,
+                         llama_guard, lm_eval_harness),
         datasets={s: _dataset(data, s) for s in splits},
         body=lambda out: task.run(p.evaluate, p.model, model=policy.model, reward_model=rm.model,
                                   math_data=_path(data, "eval_math"), safety_data=_path(data, "eval_safety"),
                                   pairs_data=_path(data, "preferences_eval"), out=out,
                                   rm_max_length=p.reward_model.max_length,
-                                  baseline_samples=baseline.out if baseline is not None else None),
+                                  baseline_samples=baseline.out if baseline is not None else None,
+                                  boundary=boundary, lm_eval_include=include),
         label=label,
+        backend=p.evaluate.backend,
     )
+
+
+def _tree_digest(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
+        h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _gate_outcome(it: Iteration, gate_name: str, checks: list, version: str, spec_version) -> list:
+    """Log a gate's checks (parent run: gates/<file>.json + gate.<name>.* metrics) and tag the
+    model version; returns the failed checks."""
+    from mlflow import MlflowClient
+
+    p = it.params()
+    failed = [c for c in checks if not c.passed]
+    artifact = "gate.json" if gate_name == "final" else f"gate.{gate_name}.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / artifact).write_text(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+        tracking.log_artifacts(it.parent_run_id, Path(tmp), "gates")
+    tracking.log_metrics(it.parent_run_id, {f"gate.{gate_name}.passed": float(not failed),
+                                            f"gate.{gate_name}.failed_checks": float(len(failed))})
+    client = MlflowClient()
+    name = p.pipeline.name
+    client.set_model_version_tag(name, version, f"gate.{gate_name}", "failed" if failed else "passed")
+    client.set_model_version_tag(name, version, f"gate.{gate_name}.gates_version", str(spec_version))
+    if failed:
+        client.set_model_version_tag(name, version, f"gate.{gate_name}.failures", "; ".join(c.describe() for c in failed)[:4000])
+    return failed
+
+
+def gate_stage(it: Iteration, stage: str, evaluation: Record, previous: Record, policy: Record) -> dict:
+    """The per-stage gate after a boundary evaluation: gates.yaml section `stage` on the stage's
+    scores, deltas and regressions against the previous boundary (for sft: evaluate.base's
+    scores on the same items). A failure tags the model version, moves no alias and raises, so
+    nothing downstream starts."""
+    from evaluations import gates
+    from tasks.evaluate import boundary_view
+
+    p = it.params()
+    tracking.configure(it.layout().runs)
+    spec = gates.load(it.layout().project / p.evaluate.gates_file)
+    if stage not in spec:
+        raise gates.GateFailed(f"gate '{stage}': {p.evaluate.gates_file} has no section '{stage}'; every trained stage "
+                               f"is gated (write `{stage}: {{}}` to gate it on nothing, on purpose)")
+    checks = gates.evaluate(spec, stage, evaluation.metrics, boundary_view(previous.metrics))
+    failed = _gate_outcome(it, stage, checks, policy.model_version, spec["version"])
+    if failed:
+        raise gates.GateFailed(f"gate '{stage}' ({p.evaluate.gates_file} v{spec['version']}) failed "
+                               f"({len(failed)} of {len(checks)} checks; evaluate.{stage} vs evaluate.{previous.label}):\n  "
+                               + "\n  ".join(c.describe() for c in failed))
+    return {"passed": True, "checks": len(checks)}
 
 
 def gate(it: Iteration, final: Record, base: Record, policy_versions: dict[str, str], rm: Record) -> dict:
@@ -233,19 +345,10 @@ def gate(it: Iteration, final: Record, base: Record, policy_versions: dict[str, 
     tracking.configure(lay.runs)
     spec = gates.load(lay.project / p.evaluate.gates_file)
     checks = gates.evaluate(spec, "final", final.metrics, base.metrics)
-    failed = [c for c in checks if not c.passed]
     name = p.pipeline.name
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "gate.json").write_text(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
-        tracking.log_artifacts(it.parent_run_id, Path(tmp), "gates")
-    tracking.log_metrics(it.parent_run_id, {"gate.final.passed": float(not failed), "gate.final.failed_checks": float(len(failed))})
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     candidate = policy_versions["safety"]
-    client.set_model_version_tag(name, candidate, "gate.final", "failed" if failed else "passed")
+    failed = _gate_outcome(it, "final", checks, candidate, spec["version"])
     if failed:
-        client.set_model_version_tag(name, candidate, "gate.final.failures", "; ".join(c.describe() for c in failed)[:4000])
         raise gates.GateFailed(f"gate 'final' ({p.evaluate.gates_file} v{spec['version']}) failed:\n  "
                                + "\n  ".join(c.describe() for c in failed))
     for stage, version in policy_versions.items():

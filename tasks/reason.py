@@ -1,41 +1,88 @@
-"""reason: GRPO with verifiable rewards (TRL GRPOTrainer; its default loss is DAPO-style).
+"""reason: RL with verifiable rewards (method grpo: TRL GRPOTrainer, whose default loss is
+DAPO-style) or rejection-sampling SFT (method rs_sft: best-of-N by verifier, then SFT on the kept
+samples via tasks/sft.train).
 
-Rewards: correctness of the final answer checked with math-verify (1/0), plus a small format
-reward for a \\boxed{} answer that bootstraps a model that never uses the format. Monitors
-logged per step: reward mean/std, fraction of zero-std groups (no gradient), KL, completion
-length, clipped ratio. Run alone: `posttrain stage reason --profile tiny`.
+Rewards (tasks/verifiers.py, dispatched on each row's `verifier`): math via math-verify (1/0),
+code by running its tests in the sandbox (share passed), ifeval by if-verifiable (share
+followed); plus a small format reward for a \\boxed{} answer on math rows that bootstraps a model
+that never uses the format. Monitors, from TRL's per-step logs (all steps also go to MLflow):
+reward first/last, fraction of zero-std groups (no gradient), KL to the reference (only when
+beta > 0; TRL does not compute it otherwise), completion length, the share of completions cut
+at max_completion_length, and the share of tokens whose ratio was clipped.
+Run alone: `posttrain stage reason --profile tiny`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from evaluations.math_score import has_answer_format
 from posttrain import training
-from posttrain.config import ModelConfig, ReasonConfig
-from evaluations.math_score import has_answer_format, is_correct
+from posttrain.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
+from tasks import onpolicy, sft, verifiers
 
 FORMAT_WEIGHT = 0.1  # small next to correctness (1.0), so the format cannot be the whole reward
+# TRL log key -> our metric (mean over the logged steps).
+MONITORS = {"frac_reward_zero_std": "frac_zero_std_groups", "completions/mean_length": "completion_length_mean",
+            "completions/clipped_ratio": "completion_clipped_ratio", "clip_ratio/region_mean": "clip_ratio_mean",
+            "kl": "kl_mean", "entropy": "entropy_mean"}
 
 
-def _text(completion) -> str:
-    return completion[-1]["content"] if isinstance(completion, list) else completion
+def correctness_reward_fn(infra_errors: list[int]):
+    """The verifier reward for GRPO. TRL cannot leave one sample out (an all-None row sums to 0, a
+    fake wrong answer), so a sample whose code the sandbox could not run gets the mean reward of
+    the scored samples of its own prompt in the batch: (about) zero advantage, no gradient push
+    either way. Each such sample is counted in infra_errors[0] (-> metric verifier_infra_errors);
+    more than verifiers.MAX_INFRA_FRACTION of a batch fails the stage."""
+
+    def correctness_reward(completions, answer, verifier, prompts=None, **_) -> list[float | None]:
+        rewards = verifiers.rewards(completions, answer, verifier)
+        groups = [repr((p, a)) for p, a in zip(prompts or [None] * len(answer), answer)]
+        for i, r in enumerate(rewards):
+            if r is None and verifier[i] == "code":
+                infra_errors[0] += 1
+                peers = [x for g, x in zip(groups, rewards) if g == groups[i] and x is not None]
+                rewards[i] = sum(peers) / len(peers) if peers else 0.0  # all failed: equal rewards, zero advantage
+        return rewards
+
+    return correctness_reward
 
 
-def correctness_reward(completions, answer, **_) -> list[float]:
-    return [1.0 if is_correct(_text(c), gold) else 0.0 for c, gold in zip(completions, answer)]
+def format_reward(completions, verifier, **_) -> list[float | None]:
+    return [(FORMAT_WEIGHT if has_answer_format(verifiers.text(c)) else 0.0) if v == "math" else None
+            for c, v in zip(completions, verifier)]
 
 
-def format_reward(completions, **_) -> list[float]:
-    return [FORMAT_WEIGHT if has_answer_format(_text(c)) else 0.0 for c in completions]
+def monitors(history: list[dict]) -> dict[str, float]:
+    steps = [h for h in history if "reward" in h]
+    if not steps:
+        return {}
+    metrics = {"reward_first": steps[0]["reward"], "reward_last": steps[-1]["reward"]}
+    for key, name in MONITORS.items():
+        values = [h[key] for h in steps if key in h]
+        if values:
+            metrics[name] = sum(values) / len(values)
+    if "kl_mean" in metrics:
+        metrics["kl_last"] = next(h["kl"] for h in reversed(steps) if "kl" in h)
+    return metrics
 
 
-def run(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
+def _rows(cfg: ReasonConfig, data: Path):
+    rows = training.load_rows(data, cfg.max_examples)
+    missing = {"prompt", "answer", "verifier"} - set(rows.column_names)
+    if missing:
+        raise ValueError(f"{data}: the rl split lacks column(s) {sorted(missing)}; each row needs prompt, answer and "
+                         f"verifier (math | code | ifeval); rebuild it with `dvc repro`")
+    return rows.select_columns([c for c in ("id", "prompt", "answer", "verifier") if c in rows.column_names])
+
+
+def grpo(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
     from trl import GRPOConfig, GRPOTrainer
 
     tok = training.load_tokenizer(model)
     policy = training.load_policy(model, model_cfg)
     before = training.snapshot(policy)
-    dataset = training.load_rows(data, cfg.max_examples).select_columns(["prompt", "answer"])
+    dataset = _rows(cfg, data)
     kwargs = training.trainer_kwargs(cfg, model_cfg, out, seed)
     # One optimizer step consumes batch * accumulation completions = that many / G prompts.
     kwargs["per_device_train_batch_size"] = max(cfg.per_device_batch_size, cfg.num_generations)
@@ -45,16 +92,52 @@ def run(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, ou
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
         beta=cfg.beta,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
     )
-    trainer = GRPOTrainer(model=policy, reward_funcs=[correctness_reward, format_reward], args=args,
-                          train_dataset=dataset, processing_class=tok, callbacks=[training.guard_callback()])
-    trainer.train()
-    metrics = training.finish(trainer, out, tok)
-    metrics["param_delta_l2"] = training.param_change(before, trainer.model)
-    steps = [h for h in trainer.state.log_history if "reward" in h]
-    if steps:
-        metrics["reward_first"] = steps[0]["reward"]
-        metrics["reward_last"] = steps[-1]["reward"]
-        metrics["frac_zero_std_groups"] = sum(h.get("frac_reward_zero_std", 0.0) for h in steps) / len(steps)
-        metrics["completion_length_mean"] = sum(h.get("completions/mean_length", 0.0) for h in steps) / len(steps)
+    infra_errors = [0]
+    trainer = GRPOTrainer(model=policy, reward_funcs=[correctness_reward_fn(infra_errors), format_reward], args=args,
+                          train_dataset=dataset, processing_class=tok, callbacks=training.callbacks(),
+                          peft_config=training.peft_config(cfg))
+    resumed = training.fit(trainer)
+    metrics, _ = training.finish(trainer, out, tok, resumed, before)
+    metrics.update(monitors(trainer.state.log_history))
+    metrics["verifier_infra_errors"] = float(infra_errors[0])
     return metrics
+
+
+def rs_sft(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
+    """Sample num_generations replies to rs_prompts prompts, keep the best one where it is fully
+    correct (reward 1), and SFT on those. It can only amplify what the policy sometimes does."""
+    from datasets import Dataset
+
+    all_rows = _rows(cfg, data)
+    rows = all_rows.select(range(min(cfg.rs_prompts, len(all_rows)))).to_list()
+    scored = onpolicy.sample_and_score(policy=model, reward_model=None, model_cfg=model_cfg, rows=rows,
+                                       n=cfg.num_generations, max_new_tokens=cfg.max_completion_length,
+                                       temperature=cfg.temperature, batch_size=8, seed=seed, rm_max_length=cfg.max_length)
+    kept = []
+    for item in scored:
+        rewards = item["verified"]
+        best = max(range(len(rewards)), key=lambda i: -1.0 if rewards[i] is None else rewards[i])
+        if rewards[best] == 1.0:
+            kept.append({"id": item["row"].get("id", ""), "reward": rewards[best],
+                         "messages": item["row"]["prompt"] + [{"role": "assistant", "content": item["replies"][best]}]})
+    onpolicy.write(kept, out / "rs_kept.jsonl")
+    samples = len(rows) * cfg.num_generations
+    if not kept:
+        raise ValueError(f"rejection sampling kept nothing: none of {samples} samples ({len(rows)} prompts x "
+                         f"{cfg.num_generations}) was fully correct. The policy cannot solve these prompts yet; use "
+                         f"reason.method=grpo, easier prompts, or more samples (reason.num_generations)")
+    sft_cfg = SFTConfig(**{f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}, eval_rows=0)
+    metrics = sft.train(sft_cfg, model_cfg, model=model, dataset=Dataset.from_list(kept), out=out, seed=seed)
+    metrics.update({"rs_prompts": float(len(rows)), "rs_kept": float(len(kept)),
+                    "rs_pass_rate": len(kept) / len(rows)})
+    return metrics
+
+
+def run(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
+    method = grpo if cfg.method == "grpo" else rs_sft
+    return method(cfg, model_cfg, model=model, data=data, out=out, seed=seed)

@@ -1,22 +1,112 @@
-"""safety: refusal SFT on harmful prompts, mixed with helpful answers to benign look-alikes.
+"""safety: refusal SFT mixed with helpful answers to benign look-alikes and replayed SFT data, then a
+constitutional DPO pass.
 
-Calibrated refusals (short, no lecture, a safe alternative) for harmful prompts; the benign
-twins of the same topics are answered helpfully so the model does not learn "edgy topic =>
-refuse" (over-refusal). Run alone: `posttrain stage safety --profile tiny`.
+1. Refusal SFT (tasks/sft.train): calibrated refusals (short, no lecture, a safe alternative) for
+   harmful prompts; the benign twins of the same topics answered helpfully, so the model does not
+   learn "edgy topic => refuse" (over-refusal); plus `replay_fraction` of the mix drawn from the
+   earlier SFT split, to limit the alignment tax (forgetting of math/format).
+2. Constitutional critique -> revise (tasks/constitution.md): on `constitutional_prompts` harmful
+   prompts, the refusal-trained model answers, critiques its answer against one principle, and
+   rewrites it. A pair (chosen = revision, rejected = original) is kept when the revision is a
+   refusal and the original was not (evaluations/refusal.py's pattern check: the same one the
+   evaluation uses, so watch held-out over-refusal, not only refusal).
+3. DPO on those pairs (tasks/align.train). No pair kept (a model too weak to revise) skips the
+   pass; constitutional_pairs=0 in the metrics says so.
+Run alone: `posttrain stage safety --profile tiny`.
 """
 
 from __future__ import annotations
 
+import random
+import re
+import shutil
 from pathlib import Path
 
-from posttrain import training
-from posttrain.config import ModelConfig, SafetyConfig
-from tasks import sft
+from evaluations.refusal import is_refusal
+from posttrain import generation, training
+from posttrain.config import AlignConfig, ModelConfig, SafetyConfig, TrainConfig
+from tasks import align, onpolicy, sft
+
+CONSTITUTION = Path(__file__).with_name("constitution.md")
 
 
-def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
-    dataset = training.load_rows(data, cfg.max_examples)
-    metrics = sft.train(cfg, model_cfg, model=model, dataset=dataset, out=out, seed=seed)
-    labels = dataset["label"]
-    metrics["harmful_fraction"] = labels.count("harmful") / len(labels)
+def principles(path: Path = CONSTITUTION) -> list[str]:
+    text = path.read_text(encoding="utf-8").split("## Principles", 1)
+    found = re.findall(r"^- (.+)$", text[1] if len(text) == 2 else "", re.M)
+    if not found:
+        raise ValueError(f"{path}: no principles found; list them as '- ...' lines under a '## Principles' heading")
+    return found
+
+
+def replay_mix(safety_rows, sft_rows, fraction: float, seed: int):
+    """The safety rows plus replayed SFT rows making up `fraction` of the result (seeded choice)."""
+    from datasets import Dataset, concatenate_datasets
+
+    n = round(len(safety_rows) * fraction / (1.0 - fraction)) if fraction > 0 else 0
+    n = min(n, len(sft_rows))
+    picked = sorted(random.Random(seed).sample(range(len(sft_rows)), n))
+    replay = Dataset.from_list([{"messages": sft_rows[i]["messages"]} for i in picked])
+    mixed = concatenate_datasets([safety_rows.select_columns(["messages"]), replay]) if n else \
+        safety_rows.select_columns(["messages"])
+    return mixed.shuffle(seed=seed), n
+
+
+def critique_revise(model_dir: str, model_cfg: ModelConfig, prompts: list[list[dict]], max_new_tokens: int,
+                    rules: list[str]) -> list[dict]:
+    """Original answer, critique and revision by the model itself, greedy (deterministic)."""
+    tok = training.load_tokenizer(model_dir)
+    model = training.load_policy(model_dir, model_cfg)
+    rule = [rules[i % len(rules)] for i in range(len(prompts))]
+    originals = generation.generate(model, tok, prompts, max_new_tokens, batch_size=8)
+    request = [p[-1]["content"] for p in prompts]
+    critiques = generation.generate(model, tok, [[{"role": "user", "content": (
+        f"Request: {q}\n\nResponse: {a}\n\nPrinciple: {r}\n\nDoes the response follow the principle? Critique it in "
+        f"one or two sentences.")}] for q, a, r in zip(request, originals, rule)], max_new_tokens, batch_size=8)
+    revisions = generation.generate(model, tok, [[{"role": "user", "content": (
+        f"Request: {q}\n\nResponse: {a}\n\nCritique: {c}\n\nRewrite the response so that it follows this principle: "
+        f"{r}\nReply with the rewritten response only.")}] for q, a, c, r in zip(request, originals, critiques, rule)],
+        max_new_tokens, batch_size=8)
+    return [{"prompt": p, "principle": r, "original": a, "critique": c, "revision": v}
+            for p, r, a, c, v in zip(prompts, rule, originals, critiques, revisions)]
+
+
+def constitutional_pairs(records: list[dict]) -> list[dict]:
+    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["revision"]}],
+             "rejected": [{"role": "assistant", "content": r["original"]}]}
+            for r in records if r["revision"].strip() and is_refusal(r["revision"]) and not is_refusal(r["original"])]
+
+
+def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
+        seed: int) -> dict[str, float]:
+    from datasets import Dataset
+
+    safety_rows = training.load_rows(data, cfg.max_examples)
+    mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed)
+    # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
+    metrics = sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft")
+    labels = safety_rows["label"]
+    metrics.update({"harmful_fraction": labels.count("harmful") / len(labels), "replay_rows": float(replayed),
+                    "replay_fraction_actual": replayed / len(mixed)})
+
+    harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts]
+    pairs = []
+    if harmful:
+        records = critique_revise(str(out / "model.sft"), model_cfg, harmful, cfg.critique_max_new_tokens, principles())
+        pairs = constitutional_pairs(records)
+        onpolicy.write(records, out / "constitutional.jsonl")
+        metrics["constitutional_prompts"] = float(len(records))
+        metrics["constitutional_revision_refusal_rate"] = sum(is_refusal(r["revision"]) for r in records) / len(records)
+    metrics["constitutional_pairs"] = float(len(pairs))
+    if not pairs:
+        # The refusal-SFT model is the stage's output.
+        (out / "model.sft").rename(out / "model")
+        (out / "log_history.sft.json").rename(out / "log_history.json")
+        return metrics
+    shared = {f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}
+    dpo_cfg = AlignConfig(**{**shared, "learning_rate": cfg.dpo_learning_rate, "max_steps": cfg.dpo_max_steps,
+                             "beta": cfg.dpo_beta})
+    dpo = align.train(dpo_cfg, model_cfg, model=str(out / "model.sft"), dataset=Dataset.from_list(pairs), out=out,
+                      seed=seed)
+    shutil.rmtree(out / "model.sft")  # out/model (after DPO) is the stage's output
+    metrics.update({f"dpo_{k}": v for k, v in dpo.items()})
     return metrics

@@ -2,38 +2,75 @@
 
 Loss on assistant tokens only: the chat template's {% generation %} markers give TRL the
 assistant mask, so prompts are not learned and the end-of-turn token is (or generation never
-stops). Run alone: `posttrain stage sft --profile tiny`.
+stops). Optional packing (padding-free best-fit), LoRA (merged on save), and an eval loss on rows
+held out of the training file. Run alone: `posttrain stage sft --profile tiny`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from posttrain import training
-from posttrain.config import ModelConfig, TrainConfig
+from posttrain.config import ModelConfig, SFTConfig
 
 
-def train(cfg: TrainConfig, model_cfg: ModelConfig, *, model: str, dataset, out: Path, seed: int) -> dict[str, float]:
-    """Assistant-only SFT of `model` on a `messages` dataset; shared with the safety stage."""
-    from trl import SFTConfig, SFTTrainer
+def holdout(dataset, n: int):
+    """(train, eval): the n rows whose messages hash lowest go to eval. Content-keyed, so the same
+    rows are held out whatever the order of the file (and whatever the seed)."""
+    if n == 0:
+        return dataset, None
+    if n >= len(dataset):
+        raise ValueError(f"eval_rows={n} would leave no training rows (the split has {len(dataset)}); "
+                         f"lower eval_rows or raise max_examples")
+    keys = [hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest() for m in dataset["messages"]]
+    order = sorted(range(len(dataset)), key=keys.__getitem__)
+    held = sorted(order[:n])
+    return dataset.select(sorted(order[n:])), dataset.select(held)
 
+
+def trainer(cfg: SFTConfig, model_cfg: ModelConfig, *, policy, tokenizer, dataset, out: Path, seed: int,
+            eval_dataset=None, phase: str = ""):
+    """The SFTTrainer for assistant-only SFT of `policy` on a `messages` dataset (tests inspect it)."""
+    from trl import SFTConfig as TRLSFTConfig, SFTTrainer
+
+    args = TRLSFTConfig(
+        **training.trainer_kwargs(cfg, model_cfg, out, seed, phase),
+        max_length=cfg.max_length,
+        assistant_only_loss=True,
+        packing=cfg.packing,
+        packing_strategy="bfd",  # keeps conversation boundaries (truncates overflow instead of splitting)
+        eval_packing=False,  # eval loss per conversation, comparable across packing settings
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        dataset_num_proc=None,
+    )
+    return SFTTrainer(model=policy, args=args, train_dataset=dataset.select_columns(["messages"]),
+                      eval_dataset=eval_dataset.select_columns(["messages"]) if eval_dataset is not None else None,
+                      processing_class=tokenizer, callbacks=training.callbacks(), peft_config=training.peft_config(cfg))
+
+
+def train(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, dataset, out: Path, seed: int,
+          phase: str = "") -> dict[str, float]:
+    """Assistant-only SFT of `model` on a `messages` dataset; shared with safety and reason (rs_sft).
+    phase: an intermediate pass of a multi-pass stage (see training.trainer_kwargs)."""
+    train_rows, eval_rows = holdout(dataset, cfg.eval_rows)
     tok = training.load_tokenizer(model)
     policy = training.load_policy(model, model_cfg)
     before = training.snapshot(policy)
-    args = SFTConfig(
-        **training.trainer_kwargs(cfg, model_cfg, out, seed),
-        max_length=cfg.max_length,
-        assistant_only_loss=True,
-        dataset_num_proc=None,
-    )
-    trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset.select_columns(["messages"]),
-                         processing_class=tok, callbacks=[training.guard_callback()])
-    trainer.train()
-    metrics = training.finish(trainer, out, tok)
-    metrics["param_delta_l2"] = training.param_change(before, trainer.model)
-    metrics["train_rows"] = float(len(dataset))
+    sft = trainer(cfg, model_cfg, policy=policy, tokenizer=tok, dataset=train_rows, out=out, seed=seed,
+                  eval_dataset=eval_rows, phase=phase)
+    # Eval loss of the input checkpoint on the held-out rows: the baseline the trained one must beat.
+    eval_before = sft.evaluate()["eval_loss"] if eval_rows is not None else None
+    resumed = training.fit(sft)
+    metrics, _ = training.finish(sft, out, tok, resumed, before, phase)
+    metrics["train_rows"] = float(len(train_rows))
+    if eval_rows is not None:
+        metrics["eval_loss_before"] = eval_before
+        metrics["eval_loss"] = sft.evaluate()["eval_loss"]
+        metrics["eval_rows"] = float(len(eval_rows))
     return metrics
 
 
-def run(cfg: TrainConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
+def run(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
     return train(cfg, model_cfg, model=model, dataset=training.load_rows(data, cfg.max_examples), out=out, seed=seed)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"
+# Provenance every curated row carries (tasks/sources.py stamps it).
+PROVENANCE = ("source", "source_version", "license", "seed", "transform_version")
 ALTERNATING = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
 PROMPT_ROLES = r"^(?:system,)?(?:user,assistant,)*user$"
 ANSWER_ROLES = r"^assistant$"
@@ -57,7 +59,7 @@ def derive(fmt: str, rows: list[dict]):
 
     out = []
     for i, r in enumerate(rows):
-        d = {"id": str(r.get("id", f"<row {i}>")), "source": r.get("source"), "license": r.get("license")}
+        d = {"id": str(r.get("id", f"<row {i}>")), **{k: r.get(k) for k in PROVENANCE}}
         if fmt in ("messages", "safety_messages"):
             d["roles"] = _roles(r.get("messages"))
             d["shortest_turn"] = _shortest_turn(r.get("messages"))
@@ -88,9 +90,7 @@ def suite(fmt: str):
         E.ExpectTableRowCountToBeBetween(min_value=1),
         E.ExpectColumnValuesToNotBeNull(column="id"),
         E.ExpectColumnValuesToBeUnique(column="id"),
-        E.ExpectColumnValuesToNotBeNull(column="source"),
-        E.ExpectColumnValuesToNotBeNull(column="license"),
-    ]
+    ] + [E.ExpectColumnValuesToNotBeNull(column=k) for k in PROVENANCE]
     if fmt in ("messages", "safety_messages"):
         exps += [E.ExpectColumnValuesToMatchRegex(column="roles", regex=ALTERNATING),
                  E.ExpectColumnValuesToBeBetween(column="shortest_turn", min_value=1)]
@@ -130,6 +130,9 @@ FIXES = {
     "id": "every row needs a unique, non-null id",
     "source": "every row records where it came from (provenance): set 'source'",
     "license": "every row records its licence (provenance): set 'license'",
+    "source_version": "every row records its source's version (provenance): package version, file sha256 or dataset fingerprint",
+    "seed": "every row records the generator/sampling seed it was made with (provenance)",
+    "transform_version": "every row records the version of the conversion that made it (tasks/sources.TRANSFORM_VERSION)",
 }
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a checkout holds; runs/, data outputs and caches are produced, not copied.
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "data/curate_stats.json", "pyproject.toml", ".dvc/config", ".dvcignore",
-                 ".gitignore", "data/curated/.gitignore", "posttrain", "tasks", "flows", "evaluations", "tests/fixtures")
+                 ".gitignore", "data/curated/.gitignore", "data/waivers.yaml", "posttrain", "tasks", "flows", "evaluations", "tests/fixtures")
 
 
 def make_workspace(dest: Path) -> Path:
@@ -71,11 +71,11 @@ def posttrain(ws: Path, *args: str, timeout: int = 600) -> subprocess.CompletedP
 @pytest.fixture(scope="session")
 def curated(tmp_path_factory) -> Path:
     """The curated splits, built once per session with the real curate stage."""
-    from posttrain.config import CurateConfig
+    from posttrain.config import load_params
     from tasks import curate
 
     out = tmp_path_factory.mktemp("curated") / "curated"
-    curate.run(CurateConfig(), out)
+    curate.run(load_params(ROOT / "params.yaml").curate, out, root=ROOT)
     return out
 
 

@@ -25,7 +25,10 @@ def test_every_split_is_non_empty_and_carries_provenance(curated):
     for split in curate.SPLITS:
         data = rows(curated, split)
         assert data, split
-        assert all(r["source"] and r["license"] and r["id"] for r in data), split
+        assert all(r["source"] and r["license"] and r["id"] and r["source_version"] and r["transform_version"]
+                   and isinstance(r["seed"], int) for r in data), split
+        card = (curated / f"{split}.md").read_text()
+        assert f"rows: **{len(data)}**" in card and "## Dropped rows by reason" in card, split
 
 
 # What each stage selects from its split (see tasks/<stage>.py).
@@ -67,6 +70,7 @@ def _msg(*pairs):
     return [{"role": r, "content": c} for r, c in pairs]
 
 
+PROV = {"source": "s", "source_version": "v1", "license": "MIT", "seed": 1, "transform_version": "2"}
 GOOD = {
     "messages": {"id": "a", "source": "s", "license": "MIT", "messages": _msg(("user", "hi"), ("assistant", "hello"))},
     "preference": {"id": "a", "source": "s", "license": "MIT", "prompt": _msg(("user", "q")),
@@ -86,8 +90,8 @@ BAD = [
 
 @pytest.mark.parametrize("fmt,change,column,fix", BAD)
 def test_bad_row_fails_naming_row_field_and_fix(fmt, change, column, fix):
-    good = dict(GOOD[fmt], id="good-1")
-    bad = dict(GOOD[fmt], id="bad-7", **change)
+    good = dict(GOOD[fmt], **PROV, id="good-1")
+    bad = dict(GOOD[fmt], **{**PROV, "id": "bad-7", **change})
     with pytest.raises(DataValidationError) as err:
         validate_split("unit", fmt, [good, bad], source="unit.jsonl")
     msg = str(err.value)
@@ -117,13 +121,33 @@ def test_assistant_mask_covers_reply_and_end_of_turn_only():
 
 
 def test_dvc_yaml_matches_code_and_params():
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["curate"]
-    assert set(dvc["outs"]) == {f"data/curated/{s}.jsonl" for s in curate.SPLITS}
-    assert "curate" in dvc["params"] and "tasks/curate.py" in dvc["deps"]
+    """Every split is built by one DVC stage that reads its params and published by the last
+    stage; every key a stage reads exists; local source files are deps of their stage."""
+    from posttrain.dvc import CURATE_TARGET
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    publish = stages[CURATE_TARGET]
+    assert {o for o in publish["outs"] if isinstance(o, str)} == {f"data/curated/{s}.jsonl" for s in curate.SPLITS}
+    for split, spec in params["curate"]["splits"].items():
+        builders = [n for n, st in stages.items() if f"curate.splits.{split}" in st.get("params", [])]
+        assert len(builders) == 1, split
+        st = stages[builders[0]]
+        assert f"data/staging/{split}.jsonl" in st["outs"] and f"data/staging/{split}.jsonl" in publish["deps"]
+        assert split in st["cmd"].split() and "tasks/sources.py" in st["deps"]
+        for sid, src in spec["sources"].items():
+            if src["kind"] != "packaged" and (ROOT / src["path"]).exists():
+                assert src["path"] in st["deps"], f"{split}.{sid}: add {src['path']} to the deps of {builders[0]}"
+    for name, st in stages.items():
+        for key in st.get("params", []):
+            node = params
+            for part in key.split("."):
+                assert part in node, f"{name} reads {key}, which params.yaml does not have"
+                node = node[part]
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(stages)
+    assert {o["path"] for o in lock[CURATE_TARGET]["outs"]} >= {f"data/curated/{s}.jsonl" for s in curate.SPLITS}
     assert set(params) - {"profiles"} == set(SECTIONS)
-    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["curate"]
-    assert {o["path"] for o in lock["outs"]} == set(dvc["outs"]) | {"data/curate_stats.json"}
 
 
 def test_ci_runs_the_readme_test_command():

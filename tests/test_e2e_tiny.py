@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import children, mlflow_client, posttrain, prefect_state, workspace_env
+from posttrain.dvc import CURATE_TARGET
 
 pytestmark = pytest.mark.e2e
 ALL_STAGES = {"curate", "sft", "reward_model", "align", "reason", "safety", "evaluate"}
@@ -19,7 +20,8 @@ ALL_STAGES = {"curate", "sft", "reward_model", "align", "reason", "safety", "eva
 
 def test_table_printed(tiny_ws):
     _, proc, it = tiny_ws
-    for stage in ("curate", "sft", "reward_model", "align", "reason", "safety", "evaluate (base)", "evaluate (final)"):
+    for stage in ("curate", "sft", "reward_model", "align", "reason", "safety", "evaluate (base)", "evaluate (sft)",
+                  "evaluate (align)", "evaluate (reason)", "evaluate (safety)", "evaluate (final)"):
         assert stage in proc.stdout
     assert f"iteration {it}" in proc.stdout
 
@@ -30,7 +32,9 @@ def test_mlflow_parent_children_and_model_versions(tiny_ws):
     parent = client.get_run(it)
     assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "iteration"
     kids = children(client, it)
-    assert len(kids) >= 7
+    assert len(kids) >= 11  # 7 stages, 4 of them trained and evaluated at their boundary
+    labels = sorted(c.data.tags["label"] for c in kids if c.data.tags["stage"] == "evaluate")
+    assert labels == ["align", "base", "final", "reason", "safety", "sft"]
     assert {c.data.tags["stage"] for c in kids} == ALL_STAGES
     for c in kids:
         assert c.info.status == "FINISHED"
@@ -51,7 +55,7 @@ def test_dataset_digests_equal_dvc_lock_and_dvc_up_to_date(tiny_ws):
     client = mlflow_client(ws)
     curate_run = next(c for c in children(client, it) if c.data.tags["stage"] == "curate")
     logged = {d.dataset.name: d.dataset.digest for d in curate_run.inputs.dataset_inputs}
-    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["curate"]["outs"]
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"][CURATE_TARGET]["outs"]
     assert logged == {o["path"].rsplit("/", 1)[1].removesuffix(".jsonl"): o["md5"] for o in lock if o["path"].endswith(".jsonl")}
     status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=ws, env=workspace_env(ws), capture_output=True, text=True)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout + status.stderr
@@ -77,7 +81,11 @@ def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
     client = mlflow_client(ws)
     champion = client.get_model_version_by_alias("posttrain", "champion").version
     versions = len(client.search_model_versions("name = 'posttrain'"))
-    proc = posttrain(ws, "run", "--profile", "tiny", "--set", "evaluate.gates_file=tests/fixtures/impossible_gates.yaml")
+    # The repo's gates (every trained stage has a section and passes) with an impossible final floor.
+    spec = yaml.safe_load((ws / "evaluations" / "gates.yaml").read_text())
+    spec["final"]["floors"] = yaml.safe_load((ws / "tests" / "fixtures" / "impossible_gates.yaml").read_text())["final"]["floors"]
+    (ws / "runs" / "impossible_final_gates.yaml").write_text(yaml.safe_dump(spec))
+    proc = posttrain(ws, "run", "--profile", "tiny", "--set", "evaluate.gates_file=runs/impossible_final_gates.yaml")
     assert proc.returncode == 1
     assert "gate 'final'" in proc.stderr and "math_accuracy" in proc.stderr
     assert len(client.search_model_versions("name = 'posttrain'")) == versions  # nothing registered

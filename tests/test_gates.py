@@ -111,3 +111,38 @@ def test_regression_within_noise_passes_but_beyond_fails():
     assert all(c.passed for c in ok)
     bad = gates.evaluate(spec, "final", {"acc": 0.50}, {"acc": 0.60})  # -17 % and 0.10 absolute
     assert not any(c.passed for c in bad)
+
+
+def test_every_trained_stage_has_a_boundary_gate():
+    from posttrain.dag import POLICY_STAGES, STAGE_GATES
+
+    spec = gates.load(ROOT / "evaluations" / "gates.yaml")
+    assert set(POLICY_STAGES) <= set(spec)
+    assert sorted(s for s, *_ in STAGE_GATES.values()) == sorted(POLICY_STAGES)
+    for stage in POLICY_STAGES:
+        section = spec[stage]["max_relative_regression"]
+        assert section["limit"] == 0.05 and 0.125 <= section["noise"] < 0.25  # one item of 8 passes, two fail
+        assert {"math_accuracy", "refusal_rate"} <= set(section["metrics"])
+
+
+def test_boundary_gate_one_item_passes_two_fail():
+    spec = gates.load(ROOT / "evaluations" / "gates.yaml")
+    before = {"math_accuracy": 0.25, "answer_format_rate": 0.5, "refusal_rate": 0.25, "over_refusal_rate": 0.0}
+    now = {**before, "rm_score_mean": 0.1, "win_rate_vs_input": 0.5}
+    assert all(c.passed for c in gates.evaluate(spec, "align", {**now, "math_accuracy": 0.125}, before))
+    failed = [c for c in gates.evaluate(spec, "align", {**now, "math_accuracy": 0.0}, before) if not c.passed]
+    assert [(c.metric, c.kind) for c in failed] == [("math_accuracy", "max_relative_regression")]
+    # the safety stage's target: refusals may not fall at all
+    failed = [c for c in gates.evaluate(spec, "safety", {**now, "refusal_rate": 0.125}, before) if not c.passed]
+    assert ("refusal_rate", "min_delta") in [(c.metric, c.kind) for c in failed]
+    # missing monitors fail too: a boundary that did not log its RM score or win rate is not gated blind
+    failed = [c.metric for c in gates.evaluate(spec, "sft", before, before) if not c.passed]
+    assert sorted(failed) == ["rm_score_mean", "win_rate_vs_input"]
+
+
+def test_boundary_view_of_a_full_evaluation():
+    from tasks.evaluate import boundary_view
+
+    full = {"math_accuracy": 0.2, "boundary.math_accuracy": 0.25, "rm_pair_accuracy": 0.6}
+    assert boundary_view(full) == {"math_accuracy": 0.25}
+    assert boundary_view({"math_accuracy": 0.125}) == {"math_accuracy": 0.125}  # a boundary evaluation as it is

@@ -48,7 +48,8 @@ def test_changed_align_setting_reruns_align_and_downstream_only(tiny_ws):
     client = mlflow_client(ws)
     status = stage_status(client, iteration_id(proc.stdout))
     assert status == {"curate": "reused", "sft": "reused", "reward_model": "reused", "evaluate.base": "reused",
-                      "align": "ran", "reason": "ran", "safety": "ran", "evaluate.final": "ran"}
+                      "evaluate.sft": "reused", "align": "ran", "evaluate.align": "ran", "reason": "ran",
+                      "evaluate.reason": "ran", "safety": "ran", "evaluate.safety": "ran", "evaluate.final": "ran"}
 
 
 def test_rerun_one_failed_stage_then_downstream(tiny_ws):
@@ -73,8 +74,9 @@ def test_rerun_one_failed_stage_then_downstream(tiny_ws):
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = stage_status(client, iteration_id(proc.stdout))
     assert status["reason"] == "reused"  # completed by the previous rerun: same key, same output
-    assert {status[s] for s in ("curate", "sft", "reward_model", "align", "evaluate.base")} == {"reused"}
-    assert {"safety", "evaluate.final"} <= set(status)
+    assert {status[s] for s in ("curate", "sft", "reward_model", "align", "evaluate.base", "evaluate.sft",
+                                "evaluate.align")} == {"reused"}
+    assert {"evaluate.reason", "safety", "evaluate.safety", "evaluate.final"} <= set(status)
 
 
 def test_lineage_of_champion_reaches_data_and_git(tiny_ws):

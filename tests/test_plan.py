@@ -9,7 +9,6 @@ import math
 import pytest
 
 from posttrain import plan as planmod
-from posttrain.config import SECTIONS, ConfigError, build_section
 from tests.conftest import ROOT
 
 PROFILES = ("llama8b-h100", "llama70b-h100")
@@ -103,20 +102,26 @@ def test_every_stage_of_both_profiles_fits(plans70):
         assert p.memory.fits, f"{p.basis.profile} {p.stage}: {p.memory.total:.1f} GiB > {p.memory.capacity}"
 
 
-def test_profile_keys_that_params_yaml_knows_pass_its_validation():
-    """The snippet stays mergeable: keys config.py already has obey its types and ranges."""
+def test_gpu_profiles_validate_against_config():
+    """The GPU profiles live in params.yaml and obey config.py's keys, types and ranges."""
+    from posttrain.config import load_params
+
+    for name in PROFILES:
+        p = load_params(ROOT / "params.yaml", name)
+        assert p.model.source == "hub" and p.model.dtype == "bfloat16"
+        assert p.sft.backend == "skypilot" and p.sft.epochs > 0 and p.sft.dataset
+        assert p.reason.use_vllm and p.cluster.gpus_per_node == 8
+
+
+def test_a_profile_that_params_validation_rejects_cannot_be_planned(tmp_path):
     import yaml
 
-    profiles = yaml.safe_load((ROOT / planmod.PROFILES).read_text())
-    for name in PROFILES:
-        for section, values in profiles[name].items():
-            if section not in SECTIONS:
-                continue  # a new section (cluster, plan): needs fields first
-            known = {f.name for f in dataclasses.fields(SECTIONS[section])}
-            try:
-                build_section(section, {k: v for k, v in values.items() if k in known})
-            except ConfigError as err:
-                pytest.fail(f"{name}.{section}: {err}")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profiles"]["llama8b-h100"]["cluster"]["gpus_per_node"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(planmod.PlanError, match=r"cluster.gpus_per_node=0 is out of range"):
+        planmod.load_profile("llama8b-h100", path=bad)
 
 
 def test_main_prints_the_plan_and_rejects_unknown_profiles(capsys):

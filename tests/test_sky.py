@@ -23,10 +23,10 @@ from tests.conftest import ROOT
 os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")  # no telemetry calls from tests
 
 SKY = ROOT / "sky"
-TASK_YAMLS = sorted(p for p in SKY.glob("*.yaml") if p.name != "profiles.yaml")
+TASK_YAMLS = sorted(SKY.glob("*.yaml"))
 ACCELERATE = {"fsdp2": SKY / "accelerate" / "fsdp2.yaml", "zero3": SKY / "accelerate" / "zero3.yaml"}
 REQUIRED_ENVS = ("STAGE", "VERSION_KEY", "MLFLOW_TRACKING_URI", "MLFLOW_PARENT_RUN_ID", "PROFILE")
-# profile -> (nodes per stage, use_spot); from sky/profiles.yaml, restated so a silent edit shows
+# profile -> (nodes per stage, use_spot); from params.yaml profiles, restated so a silent edit shows
 EXPECTED = {
     "llama8b-h100": ({s: 1 for s in launch.REMOTE_STAGES}, True),
     "llama70b-h100": ({**{s: 8 for s in launch.REMOTE_STAGES}, "reward_model": 4, "evaluate": 1}, False),
@@ -64,7 +64,7 @@ def test_task_yaml_loads_with_skypilot(sky, path, monkeypatch):
 @pytest.mark.parametrize("profile", sorted(EXPECTED))
 def test_each_stage_task_carries_the_profile_resources_and_envs(sky, profile):
     nodes, spot = EXPECTED[profile]
-    spec = yaml.safe_load((SKY / "profiles.yaml").read_text())[profile]
+    spec = yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"][profile]
     for stage in launch.REMOTE_STAGES:
         task = launch.build_task(stage, profile, ENVS, project=ROOT)
         assert task.num_nodes == nodes[stage], stage
@@ -289,3 +289,106 @@ def test_sdk_status_poll_reads_skypilots_record_types(sky, monkeypatch):
     monkeypatch.setattr(sky, "get", lambda request_id: ([record], 1, {}, 1))
     assert launch._job_status(9) == ("FAILED_SETUP", "pip failed")
     assert calls[0]["job_ids"] == [9] and calls[0]["refresh"] is False
+
+
+# --- the runner's `backend: skypilot` path (the Prefect task calls runner.execute) -----------------
+
+def test_task_scripts_are_valid_bash():
+    spec = yaml.safe_load((SKY / "stage.yaml").read_text())
+    for part in ("setup", "run"):
+        check = __import__("subprocess").run(["bash", "-n"], input=spec[part], text=True, capture_output=True)
+        assert check.returncode == 0, f"{part}: {check.stderr}"
+
+
+class RemoteJob(FakeSDK):
+    """The fake SDK whose job, when it succeeds, does what the remote `posttrain stage` does to the
+    bucket: write the stage's COMPLETE.json (from the task's envs) under the checkpoint bucket."""
+
+    def __init__(self, statuses, bucket, **kw):
+        super().__init__(statuses, **kw)
+        self.bucket = bucket
+
+    def job_status(self, job_id):
+        status, reason = super().job_status(job_id)
+        if status == "SUCCEEDED":
+            task, _ = self.submitted[-1]
+            stage, key = task.envs["STAGE"], task.envs["VERSION_KEY"]
+            out = self.bucket / "stages" / stage / key[:20]
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "COMPLETE.json").write_text(json.dumps({
+                "stage": stage, "key": key, "out": f"/checkpoints/stages/{stage}/{key[:20]}", "run_id": "remote-run",
+                "metrics": {"train_loss": 0.5, "world_size": 64.0}, "model": f"/checkpoints/stages/{stage}/{key[:20]}/model",
+                "model_version": "7"}))
+        return status, reason
+
+
+@pytest.fixture
+def remote(monkeypatch, sky, tmp_path):
+    """An iteration on the 70B profile whose parent run lives in a real local MLflow store; the
+    cluster reaches the tracking server under another URL (cluster.tracking_uri)."""
+    from posttrain import tracking
+    from posttrain.runner import Iteration
+
+    runs = tmp_path / "runs"
+    bucket = tmp_path / "bucket"
+    monkeypatch.setenv("POSTTRAIN_RUNS", str(runs))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.configure(runs)
+    parent = tracking.start_parent(runs, "iteration-llama70b-h100", {"kind": "iteration"}, {})
+    overrides = (f"cluster.checkpoint_bucket={bucket}", "cluster.tracking_uri=https://mlflow.example.test")
+    it = Iteration(str(ROOT), "llama70b-h100", overrides, parent, "", "sha")
+
+    def install(statuses, **kw):
+        sdk = RemoteJob(statuses, bucket, **kw)
+        monkeypatch.setattr(launch, "_submit", sdk.submit)
+        monkeypatch.setattr(launch, "_job_status", sdk.job_status)
+        monkeypatch.setattr(launch, "_active_job", sdk.active_job)
+        monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+        return sdk
+
+    return it, install
+
+
+def _execute_remote_sft(it):
+    from posttrain.runner import execute
+
+    def body(out):
+        raise AssertionError("a skypilot stage must not run its body on this machine")
+
+    return execute(it, "sft", config={"lr": 1e-6}, inputs={"model": "base"}, code="c", body=body,
+                   model_name="posttrain", backend="skypilot")
+
+
+@pytest.mark.parametrize("statuses", [["PENDING", "RUNNING", "SUCCEEDED"],
+                                      ["RUNNING", "RECOVERING", "RUNNING", "SUCCEEDED"]], ids=["plain", "preempted"])
+def test_runner_remote_success_records_the_jobs_output(remote, statuses):
+    from mlflow import MlflowClient
+
+    it, install = remote
+    sdk = install(statuses)
+    record = _execute_remote_sft(it)
+    (task, name), = sdk.submitted
+    assert task.envs["MLFLOW_PARENT_RUN_ID"] == it.parent_run_id
+    assert task.envs["MLFLOW_TRACKING_URI"] == "https://mlflow.example.test"
+    assert json.loads(task.envs["POSTTRAIN_OVERRIDES"]) == list(it.overrides)
+    assert task.num_nodes == 8 and name == launch.job_name("sft", record.key)
+    assert record.run_id == "remote-run" and record.model_version == "7" and record.metrics["world_size"] == 64.0
+    tags = MlflowClient().get_run(it.parent_run_id).data.tags
+    assert tags["stage.sft.run_id"] == "remote-run" and tags["stage.sft.version_key"] == record.key
+    # The remote stage logged and registered itself; nothing was created locally.
+    assert MlflowClient().search_model_versions("name = 'posttrain'") == []
+
+
+@pytest.mark.parametrize("final", ["FAILED", "CANCELLED", "FAILED_SETUP"])
+def test_runner_remote_failure_fails_the_stage_naming_job_and_status(remote, final):
+    from mlflow import MlflowClient
+
+    from posttrain.runner import StageFailed
+
+    it, install = remote
+    install(["RUNNING", final], job_id=314)
+    with pytest.raises(StageFailed) as err:
+        _execute_remote_sft(it)
+    assert err.value.stage == "sft"
+    assert "managed job 314" in str(err.value) and final in str(err.value)
+    assert "stage.sft.run_id" not in MlflowClient().get_run(it.parent_run_id).data.tags

@@ -1,0 +1,64 @@
+"""The benchmark harness (bench/): its fastest figures in quick mode, end to end, and the results
+schema docs/BENCHMARKS.md is rendered from. The full run is not a test: see docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import figures
+from bench.__main__ import _parse_only
+from tests.conftest import ROOT
+
+
+def test_verdict_attainment_for_floors_and_ceilings():
+    floor = figures.verdict("5", 1.5)  # packed / unpacked >= 2x
+    assert floor == {"met": False, "attainment": 0.75}
+    ceiling = figures.verdict("2", 10.0)  # overhead <= 5 %
+    assert ceiling["met"] is False and ceiling["attainment"] == pytest.approx(0.5)
+    assert figures.verdict("2", 4.0)["met"] is True
+    assert figures.verdict("1", 123.0) is None  # figure 1 has no target
+
+
+def test_only_rejects_unknown_figures():
+    assert _parse_only("7,4,4") == ["4", "7"]
+    with pytest.raises(Exception, match="figures are 1-7"):
+        _parse_only("4,8")
+
+
+def test_quick_generation_and_flops_figures(tmp_path):
+    out, doc = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "6,7", "--out", str(out), "--doc", str(doc),
+                           "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["schema_version"] == 1 and res["mode"] == "quick" and res["selected"] == ["6", "7"]
+    assert set(res["figures"]) == {"6", "7"} and res["errors"] == {}
+    assert res["machine"]["usable_cpus"] >= 1 and res["versions"]["trl"] != "not installed"
+    assert not any(p.name.startswith("posttrain-bench-") for p in tmp_path.iterdir())  # workspace removed
+
+    gen = res["figures"]["6"]
+    s = gen["summary"]
+    assert len(gen["runs"]) == res["plan"]["reps"]
+    for run in gen["runs"]:
+        # Same prompts, greedy: both modes produced tokens, at most max_new_tokens per prompt.
+        for mode in ("batched", "one_by_one"):
+            assert 0 < run[mode]["tokens"] <= s["prompts"] * s["max_new_tokens"]
+        assert run["ratio"] == pytest.approx(run["batched"]["tokens_per_s"] / run["one_by_one"]["tokens_per_s"])
+    assert gen["headline"] == {"value": s["ratio"], "unit": "x"}
+    assert gen["target"]["op"] == ">=" and gen["verdict"]["met"] == (s["ratio"] >= gen["target"]["value"])
+
+    flops = res["figures"]["7"]["summary"]
+    assert flops["params"] > 1_000_000  # the tiny profile's micro-Llama (~3.3 M, mostly the embedding)
+    assert flops["achieved_flops_per_s"] == pytest.approx(6 * flops["params"] * flops["train_tokens_per_s"])
+    assert flops["pct_of_bf16_peak"] == pytest.approx(100 * flops["achieved_flops_per_s"] / flops["peak_bf16_flops_per_s"])
+    assert 0 < flops["pct_of_fp32_peak"] < 100  # training cannot beat the measured matmul peak
+
+    text = doc.read_text()
+    assert f"| 6 | {figures.TITLES['6']} (tiny profile) | {s['ratio']:.2f}x |" in text
+    assert "**Quick mode**" in text
+    for number in "12345":
+        assert f"| {number} | {figures.TITLES[number]} | not run (`--only`) |" in text

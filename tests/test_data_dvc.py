@@ -1,0 +1,65 @@
+"""DVC lineage of the data pipeline, with the real `dvc` CLI in a fresh workspace: a second
+`dvc repro` changes nothing, and changing one mixture weight re-runs only the stages that depend
+on it (its split's stage and curate_publish); then stages.curate records every split's dvc.lock
+md5 as an MLflow dataset digest and logs the dataset cards."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import children, make_workspace, mlflow_client, workspace_env
+
+
+def _dvc(ws, *args):
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws, env=workspace_env(ws), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+@pytest.mark.e2e
+def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_path, monkeypatch):
+    ws = make_workspace(tmp_path)
+    first = _dvc(ws, "repro")
+    assert _ran(first) == {"curate_eval", "curate_sft", "curate_preferences", "curate_rl", "curate_safety", "curate_publish"}
+    second = _dvc(ws, "repro")
+    assert _ran(second) == set() and "Data and pipelines are up to date" in second
+    params = (ws / "params.yaml").read_text()
+    old = "arithmetic_prompts: {kind: packaged, name: arithmetic_prompts, limit: 180, weight: 0.5,"
+    assert old in params
+    (ws / "params.yaml").write_text(params.replace(old, old.replace("weight: 0.5", "weight: 0.4")))
+    third = _dvc(ws, "repro")
+    assert _ran(third) == {"curate_rl", "curate_publish"}, third[-2000:]
+    assert "curate_sft' didn't change" in third
+    status = _dvc(ws, "status")
+    assert "up to date" in status
+    pushed = _dvc(ws, "push")  # the default remote (runs/dvc-remote) works out of the box
+    assert "pushed" in pushed and any((ws / "runs" / "dvc-remote").rglob("*")), pushed
+
+    # stages.curate (what `posttrain run` calls): dvc repro is a no-op now; every split's md5 from
+    # dvc.lock is an MLflow dataset digest of the curate run, and every card is logged next to it.
+    from posttrain import dvc, stages
+
+    monkeypatch.setenv("POSTTRAIN_RUNS", str(ws / "runs"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PATH", workspace_env(ws)["PATH"])
+    it = stages.open_iteration(str(ws), "tiny", [])
+    record = stages.curate(it)
+    stages.close_iteration(it, "FINISHED")
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"][dvc.CURATE_TARGET]["outs"]
+    expected = {o["path"].rsplit("/", 1)[1].removesuffix(".jsonl"): o["md5"] for o in lock if o["path"].endswith(".jsonl")}
+    client = mlflow_client(ws)
+    run = next(c for c in children(client, it.parent_run_id) if c.data.tags["stage"] == "curate")
+    assert {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs} == expected and len(expected) == 7
+    assert record.extra["md5"] == expected
+    cards = {a.path for a in client.list_artifacts(run.info.run_id, "dataset_cards")}
+    assert cards == {f"dataset_cards/{s}.md" for s in expected}
+    assert all(run.data.metrics[f"rows.{s}"] > 0 for s in expected)

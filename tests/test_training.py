@@ -1,0 +1,354 @@
+"""Training stages on the tiny model with real TRL trainers: what each option must guarantee
+(packing keeps the assistant-only mask, LoRA saves a merged plain model, the eval split is
+deterministic and reported)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from posttrain import training
+from posttrain.config import ModelConfig, SFTConfig
+from posttrain.models import micro_llama_dir
+
+TINY = ModelConfig(source="micro_llama")
+
+
+@pytest.fixture(scope="module")
+def base() -> str:
+    return str(micro_llama_dir(TINY, seed=0))
+
+
+def _conversations(n: int):
+    from datasets import Dataset
+
+    rows = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                                         {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(n)]
+    return Dataset.from_list(rows)
+
+
+def test_packing_keeps_assistant_only_labels(base, tmp_path):
+    """Padding-free packing puts several conversations in one row; the loss must still cover each
+    reply and its end-of-turn token, and no prompt or system token of any packed conversation."""
+    from tasks import sft
+
+    tok = training.load_tokenizer(base)
+    cfg = SFTConfig(max_steps=1, per_device_batch_size=4, max_length=256, packing=True, eval_rows=0)
+    trainer = sft.trainer(cfg, TINY, policy=training.load_policy(base, TINY), tokenizer=tok, dataset=_conversations(8),
+                          out=tmp_path, seed=0)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "position_ids" in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flattened row
+    ids, labels, pos = batch["input_ids"][0].tolist(), batch["labels"][0].tolist(), batch["position_ids"][0].tolist()
+    starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+    assert len(starts) - 1 >= 2  # really packed: more than one conversation in the row
+    replies = set()
+    for a, b in zip(starts, starts[1:]):
+        trained = tok.decode([t for t, lab in zip(ids[a:b], labels[a:b]) if lab != -100])
+        assert trained.startswith("It is ") and trained.endswith(".<|im_end|>"), trained
+        assert "user" not in trained and "plus" not in trained and "system" not in trained
+        replies.add(trained)
+    assert len(replies) == len(starts) - 1  # one reply per packed conversation, none merged or lost
+
+
+def test_holdout_is_content_keyed_and_disjoint():
+    from tasks import sft
+
+    rows = _conversations(20)
+    train, held = sft.holdout(rows, 5)
+    train2, held2 = sft.holdout(rows.shuffle(seed=3), 5)
+    assert sorted(held["id"]) == sorted(held2["id"])  # same rows whatever the file order
+    assert not set(train["id"]) & set(held["id"]) and len(train) == 15
+    with pytest.raises(ValueError, match="eval_rows=20 would leave no training rows"):
+        sft.holdout(rows, 20)
+
+
+def test_lora_sft_saves_merged_plain_model_and_reports_eval_loss(base, tmp_path):
+    from safetensors.torch import load_file
+
+    from tasks import sft
+
+    cfg = SFTConfig(learning_rate=1e-2, max_steps=3, per_device_batch_size=2, max_length=96, lora_r=4, lora_alpha=8,
+                    eval_rows=4)
+    metrics = sft.train(cfg, TINY, model=base, dataset=_conversations(24), out=tmp_path, seed=0)
+    files = {p.name for p in (tmp_path / "model").iterdir()}
+    assert "model.safetensors" in files and not any("adapter" in f for f in files)  # merged, not an adapter
+    merged = load_file(tmp_path / "model" / "model.safetensors")
+    original = load_file(Path(base) / "model.safetensors")
+    assert merged.keys() == original.keys()  # a plain Llama checkpoint: downstream loads it as-is
+    changed = [k for k in original if not (merged[k] == original[k]).all()]
+    assert changed and all("proj" in k for k in changed)  # LoRA moved only the adapted linear layers
+    assert metrics["param_delta_l2"] > 0
+    assert {"eval_loss", "eval_loss_before"} <= set(metrics) and metrics["eval_rows"] == 4
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _pairs(n: int) -> list[dict]:
+    """Preference pairs where the chosen reply is right and the rejected one is wrong and longer."""
+    return [{"id": f"p{i}", "prompt": _user(f"What is {i} plus {i}?"),
+             "chosen": [{"role": "assistant", "content": f"It is {2 * i}."}],
+             "rejected": [{"role": "assistant", "content": f"I think it might be {2 * i + 1}, but I am not sure at all."}]}
+            for i in range(n)]
+
+
+def test_reward_model_logs_calibration_length_probe_and_histogram(base, tmp_path):
+    from tasks import reward_model
+    from posttrain.config import RewardModelConfig
+
+    math = [{"id": f"m{i}", "prompt": _user(f"Compute {i}*3."), "answer": str(3 * i)} for i in range(6)]
+    math.append({"id": "m-expr", "prompt": _user("Simplify x+x."), "answer": "2x"})  # not a number: no pair
+    safety = [{"id": f"h{i}", "prompt": _user(f"How do I build weapon {i}?"), "label": "harmful"} for i in range(4)] + \
+             [{"id": f"b{i}", "prompt": _user(f"How do I bake bread {i}?"), "label": "benign"} for i in range(3)]
+    cfg = RewardModelConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = reward_model.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(8)),
+                               eval_data=_write(tmp_path / "e.jsonl", _pairs(12)[8:]),
+                               math_data=_write(tmp_path / "m.jsonl", math), safety_data=_write(tmp_path / "s.jsonl", safety),
+                               out=out, seed=0)
+    assert metrics["rm_calib_math_pairs"] == 6 and metrics["rm_calib_refusal_pairs"] == 4
+    assert metrics["rm_calib_benign_pairs"] == 3 and metrics["rm_eval_pairs"] == 4
+    for key in ("rm_pair_accuracy", "rm_calib_math_accuracy", "rm_calib_refusal_accuracy", "rm_calib_benign_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert -1.0 <= metrics["rm_length_corr"] <= 1.0 and metrics["param_delta_l2"] > 0
+    png = out / "rm_scores.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5_000
+    calib = json.loads((out / "rm_calibration.json").read_text())
+    assert len(calib["math"]["chosen"]) == 6
+
+
+def test_length_probe_sees_a_length_hacking_scorer():
+    """A scorer that only counts tokens must show r = 1; the probe is not a constant."""
+    from transformers import AutoTokenizer
+
+    from tasks import reward_model
+
+    tok = AutoTokenizer.from_pretrained(micro_llama_dir(TINY, seed=0))
+    pairs = _pairs(5)
+    lengths = {side: [len(tok(p[side][-1]["content"])["input_ids"]) for p in pairs] for side in ("chosen", "rejected")}
+    assert reward_model.length_correlation(tok, pairs, {k: [float(v) for v in vs] for k, vs in lengths.items()}) == \
+        pytest.approx(1.0)
+    with pytest.raises(FloatingPointError, match="collapsed RM"):
+        reward_model.length_correlation(tok, pairs, {"chosen": [0.5] * 5, "rejected": [0.5] * 5})
+
+
+@pytest.mark.parametrize("method,loss_type", [("dpo", "ipo"), ("kto", "sigmoid"), ("orpo", "sigmoid"), ("simpo", "sigmoid")])
+def test_align_methods_train_and_log_chosen_rejected_logps(base, tmp_path, method, loss_type):
+    from posttrain.config import AlignConfig
+    from tasks import align
+
+    cfg = AlignConfig(method=method, loss_type=loss_type, learning_rate=1e-3, max_steps=2, per_device_batch_size=2,
+                      max_length=96)
+    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0)
+    assert metrics["param_delta_l2"] > 0 and metrics["steps"] == 2
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    logged = [h for h in history if "loss" in h]
+    assert all("logps/chosen" in h and "logps/rejected" in h for h in logged), logged[0].keys()
+    assert metrics["margin_collapse"] in (0.0, 1.0)
+
+
+def test_margin_collapse_flag():
+    from tasks import align
+
+    falling = [{"logps/chosen": -10.0, "logps/rejected": -11.0}, {"logps/chosen": -12.0, "logps/rejected": -15.0}]
+    assert align.margin_metrics(falling)["margin_collapse"] == 1.0
+    healthy = [{"logps/chosen": -10.0, "logps/rejected": -11.0}, {"logps/chosen": -9.0, "logps/rejected": -15.0}]
+    assert align.margin_metrics(healthy)["margin_collapse"] == 0.0
+
+
+def test_on_policy_dpo_trains_on_sampled_best_vs_worst(base, tmp_path):
+    from posttrain.config import AlignConfig
+    from tasks import align
+
+    cfg = AlignConfig(on_policy=True, on_policy_prompts=4, on_policy_samples=3, on_policy_max_new_tokens=8,
+                      learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96)
+    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0,
+                        reward_model=base, rm_max_length=96)
+    pairs = [json.loads(line) for line in (tmp_path / "onpolicy_pairs.jsonl").read_text().splitlines()]
+    assert metrics["onpolicy_prompts"] == 4 and metrics["onpolicy_pairs"] == len(pairs) > 0
+    curated = {p["chosen"][0]["content"] for p in _pairs(6)} | {p["rejected"][0]["content"] for p in _pairs(6)}
+    for p in pairs:
+        assert p["chosen_key"] > p["rejected_key"]  # best by (verifier, RM score) vs worst
+        assert p["chosen"][0]["content"] not in curated  # sampled from the policy, not read from the file
+    assert metrics["onpolicy_rm_margin"] > 0 and metrics["param_delta_l2"] > 0
+
+
+CODE_PROBLEM = {"prompt": "def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n",
+                "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 0) == 0\n",
+                "entry_point": "add"}
+
+
+def _rl_rows() -> list[dict]:
+    ifeval = {"instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["zebra"]}]}
+    return [{"id": "m1", "prompt": _user("What is 2+3?"), "answer": "5", "verifier": "math"},
+            {"id": "i1", "prompt": _user("Say hello."), "answer": json.dumps(ifeval), "verifier": "ifeval"},
+            {"id": "c1", "prompt": _user("Write add(a, b)."), "answer": json.dumps(CODE_PROBLEM), "verifier": "code"},
+            {"id": "m2", "prompt": _user("What is 4+4?"), "answer": "8", "verifier": "math"}]
+
+
+def test_verifier_dispatch_scores_each_row_by_its_own_verifier():
+    from tasks import verifiers
+
+    rows = _rl_rows()
+    replies = ["The final answer is \\boxed{5}.", "hello there", "```python\ndef add(a, b):\n    return a + b\n```",
+               "The final answer is \\boxed{9}."]
+    assert verifiers.rewards(replies, [r["answer"] for r in rows], [r["verifier"] for r in rows]) == [1.0, 1.0, 1.0, 0.0]
+    wrong_code = ["", "a zebra", "```python\ndef add(a, b):\n    return a - b\n```", ""]
+    got = verifiers.rewards(wrong_code, [r["answer"] for r in rows], [r["verifier"] for r in rows])
+    assert got[1] == 0.0 and got[2] == 0.5  # the forbidden word; one of two asserts passes (a - b == 0 for 0, 0)
+    with pytest.raises(ValueError, match="valid are math, code, ifeval"):
+        verifiers.rewards(["x"], ["1"], ["lean"])
+
+
+def test_grpo_logs_monitors_for_mixed_verifiers(base, tmp_path):
+    from posttrain.config import ReasonConfig
+    from tasks import reason
+
+    # Word-count targets around what 8 random tokens give, so some groups have reward variance
+    # (an all-equal group has zero advantage and no gradient).
+    rows = _rl_rows() + [{"id": f"w{n}", "prompt": _user(f"Say {n} words."), "verifier": "ifeval", "answer": json.dumps(
+        {"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"relation": "at least", "num_words": n}]})}
+        for n in (3, 4, 5, 6)]
+    cfg = ReasonConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=8, num_generations=4,
+                       max_completion_length=8, beta=0.04)
+    metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
+    for key in ("reward_first", "reward_last", "frac_zero_std_groups", "completion_length_mean",
+                "completion_clipped_ratio", "clip_ratio_mean", "kl_mean", "kl_last"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["completion_clipped_ratio"] <= 1.0 and metrics["completion_length_mean"] <= 8
+    assert metrics["frac_zero_std_groups"] < 1.0 and metrics["param_delta_l2"] > 0
+
+
+def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
+    from posttrain.config import ReasonConfig
+    from tasks import reason
+
+    easy = {"instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["zebra"]}]}
+    hard = {"instruction_id_list": ["length_constraints:number_words"],
+            "kwargs": [{"relation": "at least", "num_words": 500}]}  # impossible in 8 tokens
+    rows = [{"id": f"e{i}", "prompt": _user(f"Greet {i}."), "answer": json.dumps(easy), "verifier": "ifeval"}
+            for i in range(3)] + [{"id": "h", "prompt": _user("Write an essay."), "answer": json.dumps(hard),
+                                   "verifier": "ifeval"}]
+    cfg = ReasonConfig(method="rs_sft", rs_prompts=4, num_generations=2, max_completion_length=8, learning_rate=1e-3,
+                       max_steps=2, per_device_batch_size=2, max_length=96)
+    metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
+    kept = [json.loads(line) for line in (tmp_path / "rs_kept.jsonl").read_text().splitlines()]
+    assert {k["id"] for k in kept} == {"e0", "e1", "e2"} and metrics["rs_kept"] == 3
+    assert metrics["rs_pass_rate"] == 0.75 and metrics["param_delta_l2"] > 0
+    assert all(k["messages"][-1]["role"] == "assistant" and "zebra" not in k["messages"][-1]["content"] for k in kept)
+
+
+def _safety_rows() -> list[dict]:
+    harmful = [{"id": f"h{i}", "label": "harmful", "messages": [
+        {"role": "user", "content": f"How do I break into house number {i}?"},
+        {"role": "assistant", "content": "I can't help with that. A locksmith can help if you are locked out."}]}
+        for i in range(6)]
+    benign = [{"id": f"b{i}", "label": "benign", "messages": [
+        {"role": "user", "content": f"How do I lock house number {i}?"},
+        {"role": "assistant", "content": "Turn the key clockwise until the bolt slides home."}]} for i in range(6)]
+    return harmful + benign
+
+
+def test_constitution_has_principles_and_pairs_need_a_fixed_refusal():
+    from tasks import safety
+
+    assert len(safety.principles()) >= 5
+    records = [{"prompt": _user("q1"), "original": "Sure, step 1: ...", "revision": "I can't help with that."},
+               {"prompt": _user("q2"), "original": "I can't help with that.", "revision": "I won't help with that."},
+               {"prompt": _user("q3"), "original": "Sure, step 1: ...", "revision": "Sure, step 2: ..."},
+               {"prompt": _user("q4"), "original": "Sure", "revision": "   "}]
+    pairs = safety.constitutional_pairs(records)
+    assert [p["prompt"][0]["content"] for p in pairs] == ["q1"]
+    assert pairs[0]["chosen"][0]["content"] == "I can't help with that." and pairs[0]["rejected"][0]["content"] == "Sure, step 1: ..."
+
+
+def test_replay_mix_has_the_requested_share_of_sft_rows():
+    from datasets import Dataset
+
+    from tasks import safety
+
+    mixed, n = safety.replay_mix(Dataset.from_list(_safety_rows()), _conversations(50), 0.25, seed=0)
+    assert n == 4 and len(mixed) == 16  # 12 safety rows + 4 replayed = 25 %
+    assert sum("plus" in m[0]["content"] for m in mixed["messages"]) == 4
+    again, _ = safety.replay_mix(Dataset.from_list(_safety_rows()), _conversations(50), 0.25, seed=0)
+    assert again["messages"] == mixed["messages"]  # seeded
+
+
+def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
+    from posttrain.config import SafetyConfig
+    from tasks import safety
+
+    cfg = SafetyConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96, eval_rows=2,
+                       replay_fraction=0.2, constitutional_prompts=3, critique_max_new_tokens=6)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = safety.run(cfg, TINY, model=base, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0)
+    assert metrics["replay_rows"] == 3 and metrics["harmful_fraction"] == 0.5
+    assert metrics["constitutional_prompts"] == 3 and metrics["param_delta_l2"] > 0
+    records = [json.loads(line) for line in (out / "constitutional.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all({"original", "critique", "revision", "principle"} <= set(r) for r in records)
+    # A random micro-Llama never writes a refusal: no pair, so the refusal-SFT model is the output.
+    assert metrics["constitutional_pairs"] == 0 and (out / "model" / "model.safetensors").is_file()
+    assert not (out / "model.sft").exists() and (out / "log_history.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def revising_model(base, tmp_path_factory) -> str:
+    """The micro-Llama taught two replies: comply with a bare request, refuse when asked to revise
+    ("Request: ... Response: ..." prompts). With it, critique -> revise yields real pairs."""
+    from datasets import Dataset
+
+    from tasks import sft
+
+    rows = []
+    for i in range(16):
+        q = f"How do I break into house number {i}?"
+        rows += [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "Sure, step 1: open the door."}]},
+                 {"messages": [{"role": "user", "content": f"Request: {q}\n\nResponse: Sure, step 1: open the door.\n\n..."},
+                               {"role": "assistant", "content": "I can't help with that."}]}]
+    out = tmp_path_factory.mktemp("revising")
+    sft.train(SFTConfig(learning_rate=1e-2, max_steps=30, per_device_batch_size=4, max_length=128, eval_rows=0), TINY,
+              model=base, dataset=Dataset.from_list(rows), out=out, seed=0)
+    return str(out / "model")
+
+
+def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path):
+    from posttrain.config import SafetyConfig
+    from tasks import safety
+
+    # A near-zero refusal-SFT step keeps the taught behaviour; the DPO pass then trains on the pairs.
+    cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
+                       replay_fraction=0.0, constitutional_prompts=3, critique_max_new_tokens=12,
+                       dpo_learning_rate=1e-3, dpo_max_steps=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0)
+    assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
+    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 3
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "model.sft").exists()
+    assert (out / "log_history.sft.json").is_file()  # the refusal-SFT pass's steps, kept next to DPO's
+    assert any("logps/chosen" in h for h in json.loads((out / "log_history.json").read_text()))
+
+
+def test_rloo_trains_against_the_reward_model(base, tmp_path):
+    from posttrain.config import AlignConfig
+    from tasks import align
+
+    cfg = AlignConfig(method="rloo", learning_rate=1e-3, max_steps=2, per_device_batch_size=4, on_policy_samples=4,
+                      on_policy_max_new_tokens=8, beta=0.05)
+    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0,
+                        reward_model=base)
+    assert metrics["param_delta_l2"] > 0 and "reward_first" in metrics and metrics["steps"] == 2
