@@ -106,7 +106,7 @@ def markdown(results: dict, source: Path) -> str:
         "",
         f"This run: `{results['command']}`, {results['started']} to {results['finished']} "
         f"({_s(results['duration_s'])}); mode **{results['mode']}**, profile **{results['plan']['profile']}**, "
-        f"{results['plan']['reps']} repetitions per figure where the figure repeats (medians reported).",
+        f"{results['plan']['reps']} repetition(s) per figure where the figure repeats (medians reported).",
         "",
         "## Machine",
         "",
@@ -149,6 +149,10 @@ def _titles(results: dict) -> dict[str, str]:
     return TITLES
 
 
+SHORT = {"process_start_exit_s": "process start and exit", "between_stages_s": "between stage runs",
+         "stage_tracking_s": "stage tracking"}
+
+
 def _outside_rows(parts: dict) -> list[str]:
     names = {"process_start_exit_s": "process start and exit (interpreter, imports, config, Prefect's ephemeral API)",
              "between_stages_s": "between stage runs (Prefect tasks, `dvc repro` check, base-model hash, reuse checks, gate)",
@@ -188,7 +192,7 @@ def _fig2(fig: dict) -> list[str]:
     head = fig["profiles"][fig["profile"]]
     biggest = max(head["outside_compute"].items(), key=lambda kv: kv[1])
     out += [f"Note: on the {fig['profile']} profile the largest part of the time outside stage compute is "
-            f"{biggest[0].removesuffix('_s').replace('_', ' ')} ({_s(biggest[1])})."]
+            f"{SHORT[biggest[0]]} ({_s(biggest[1])})."]
     return out
 
 
@@ -199,7 +203,7 @@ def _fig3(fig: dict) -> list[str]:
     return [
         f"`{s['stage']}` failed on purpose in iteration `{s['failed_iteration'][:8]}` (batch size not a multiple of "
         f"the group size, a real TRL error), then `posttrain rerun {s['stage']} --iteration ID --set ...` fixed it "
-        f"({len(fig['runs'])} reruns, each with a setting new to the workspace so the stage body runs).",
+        f"({len(fig['runs'])} rerun(s), each with a setting new to the workspace so the stage body runs).",
         "",
         "| | median |", "|---|---|",
         f"| rerun command wall | {_s(s['rerun_command_wall_s'])} |",
@@ -212,7 +216,7 @@ def _fig3(fig: dict) -> list[str]:
         f"child run is {proof['child_runs']}; its parent run tags {', '.join(proof['upstream_expected_reused'])} as "
         f"`stage.<name>.reused=true` (recorded outputs read, bodies not executed); `rerun_of` = the failed iteration.",
         "",
-        "Where the rest goes: " + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {_s(x)}"
+        "Where the rest goes: " + ", ".join(f"{SHORT[k]} {_s(x)}"
                                              for k, x in sorted(s["outside_compute"].items(), key=lambda kv: -kv[1]))
         + "; Prefect tasks: " + ", ".join(f"{t} {_s(x)}" for t, x in tasks) + ".",
         *_compute_note(s["compute_source"]),
@@ -261,8 +265,8 @@ def _side_by_side(a: dict, b: dict) -> list[str]:
 def _fig5(fig: dict) -> list[str]:
     s = fig["summary"]
     return [
-        f"Implementation: {s['implementation']}. Curated `sft` split (math chains of thought and short arithmetic "
-        f"answers), max_length {s['max_length']}, batch {s['batch']}, {s['steps']} steps, tokens/s of the training loop.",
+        f"Implementation: {s['implementation']}. The curated `sft` split (rows of varied length), max_length "
+        f"{s['max_length']}, batch {s['batch']}, {s['steps']} steps, tokens/s of the training loop.",
         "",
         "| | unpacked | packed |", "|---|---|---|",
         f"| tokens/s (train loop) | {s['unpacked_tokens_per_s_train']:,.1f} | {s['packed_tokens_per_s_train']:,.1f} |",

@@ -27,6 +27,8 @@ KEY_METRICS = (
     "code_pass_at_1", "ifeval_prompt_accuracy", "sycophancy_rate", "win_rate_vs_input",
     "train_loss", "param_delta_l2", "reward_first", "reward_last", "frac_zero_std_groups",
     "logps_chosen_delta", "logps_rejected_delta", "harmful_fraction",
+    "eval_loss", "rm_calib_refusal_accuracy", "rm_length_corr", "kl_mean", "completion_clipped_ratio",
+    "constitutional_pairs", "resumed_from_step",
 )
 
 

@@ -146,13 +146,13 @@ def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record
     extra_inputs: {name: version key} of other stage outputs it reads (e.g. the reward model)."""
     p = it.params()
     cfg = p.section(stage)
-    from posttrain import generation, training
+    from posttrain import generation, stage_data, training
 
     return execute(
         it, stage,
         config={"stage": identity(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
         inputs={"model": parent.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}, **(extra_inputs or {})},
-        code=code_digest(module, training, generation, *helpers),
+        code=code_digest(module, training, generation, stage_data, *helpers),
         datasets={s: _dataset(data, s) for s in splits},
         body=lambda out: call(cfg, p, out),
         model_name=model_name,

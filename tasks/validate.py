@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-SUITE_VERSION = "2"
+SUITE_VERSION = "3"
 # Provenance every curated row carries (tasks/sources.py stamps it).
 PROVENANCE = ("source", "source_version", "license", "seed", "transform_version")
 ALTERNATING = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
@@ -53,6 +53,51 @@ def _answer_parses(answer) -> bool:
     return isinstance(answer, str) and bool(answer.strip()) and len(parse(answer)) > 0
 
 
+def answer_problem(verifier, answer) -> str | None:
+    """Why `answer` cannot be checked by `verifier` (tasks/verifiers.py's contract), or None.
+    math: math-verify parses it. code: JSON {prompt, test, entry_point} whose prompt defines the
+    entry point and whose test splits into sandbox tests. ifeval: JSON {instruction_id_list,
+    kwargs} of equal length with checkers evaluations/ifeval.py supports. A row that fails here
+    would get a constant reward (or crash the reward function) instead of a signal."""
+    import json
+
+    if not isinstance(answer, str) or not answer.strip():
+        return "the gold answer must be a non-empty string"
+    if verifier == "math":
+        return None if _answer_parses(answer) else f"math-verify cannot parse the gold answer {answer[:60]!r}"
+    if verifier not in ("code", "ifeval"):
+        return f"unknown verifier {verifier!r}"
+    try:
+        spec = json.loads(answer)
+    except json.JSONDecodeError as err:
+        return f"a {verifier} answer must be a JSON object, got invalid JSON ({err.msg})"
+    if not isinstance(spec, dict):
+        return f"a {verifier} answer must be a JSON object, got {type(spec).__name__}"
+    if verifier == "code":
+        import re
+
+        from posttrain.sandbox import humaneval_tests
+
+        if not all(isinstance(spec.get(k), str) and spec[k].strip() for k in ("prompt", "test", "entry_point")):
+            return "a code answer needs non-empty string fields prompt, test and entry_point"
+        if not re.search(rf"^def {re.escape(spec['entry_point'])}\(", spec["prompt"], re.MULTILINE):
+            return f"the code prompt does not define `def {spec['entry_point']}(`"
+        try:
+            humaneval_tests(spec["test"], spec["entry_point"])
+        except (SyntaxError, ValueError) as err:
+            return f"the code test is not a usable `def check(candidate): assert ...` block ({err})"
+        return None
+    from evaluations.ifeval import SUPPORTED
+
+    ids, kwargs = spec.get("instruction_id_list"), spec.get("kwargs")
+    if not isinstance(ids, list) or not ids or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+        return "an ifeval answer needs instruction_id_list and kwargs: non-empty lists of equal length"
+    unsupported = [i for i in ids if i not in SUPPORTED]
+    if unsupported or not all(isinstance(k, dict) for k in kwargs):
+        return f"ifeval instructions {unsupported} are not supported (see evaluations/ifeval.SUPPORTED), or a kwargs entry is not an object"
+    return None
+
+
 def derive(fmt: str, rows: list[dict]):
     """Rows -> DataFrame of the scalar columns the suite checks."""
     import pandas as pd
@@ -77,7 +122,7 @@ def derive(fmt: str, rows: list[dict]):
             d["chosen_differs"] = _text(r.get("chosen")) != _text(r.get("rejected"))
         if fmt == "verifiable":
             d["verifier"] = r.get("verifier")
-            d["answer_parses"] = _answer_parses(r.get("answer"))
+            d["answer_parses"] = answer_problem(r.get("verifier"), r.get("answer")) is None
         out.append(d)
     return pd.DataFrame(out)
 
@@ -124,7 +169,8 @@ FIXES = {
     "chosen_shortest": "chosen has an empty turn",
     "rejected_shortest": "rejected has an empty turn",
     "chosen_differs": "chosen and rejected are identical: drop the pair, it carries no preference",
-    "answer_parses": "the gold answer must be a non-empty string math-verify can parse (e.g. '42', '3/4')",
+    "answer_parses": "the gold answer must be a non-empty string math-verify can parse (e.g. '42', '3/4') for math rows, "
+                     "JSON {prompt, test, entry_point} for code rows, JSON {instruction_id_list, kwargs} for ifeval rows",
     "label": "label must be 'harmful' or 'benign'",
     "verifier": "verifier must be one of math, code, ifeval",
     "id": "every row needs a unique, non-null id",
