@@ -57,8 +57,9 @@ def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], f
     return Iteration(str(lay.project), profile, tuple(merged), run_id, flow_run_id, sha)
 
 
-def recorded(it: Iteration, iteration: str, stage: str, downstream: bool) -> dict[str, Record]:
-    """The recorded outputs of `iteration` for every node the rerun does not execute."""
+def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: bool = True) -> dict[str, Record]:
+    """The recorded outputs of `iteration` for every node the rerun does not execute.
+    link=False reads only (no tags on it.parent_run_id): every process of a distributed stage may call it."""
     from mlflow import MlflowClient
 
     from posttrain import dag
@@ -77,8 +78,9 @@ def recorded(it: Iteration, iteration: str, stage: str, downstream: bool) -> dic
             raise RuntimeError(f"iteration {iteration} has no complete output of '{name}'; "
                                f"rerun it first: posttrain rerun {name} --iteration {iteration}")
         records[name] = Record.from_marker(out)
-        tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,
-                                             f"stage.{name}.version_key": key, f"stage.{name}.reused": "true"})
+        if link:
+            tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,
+                                                 f"stage.{name}.version_key": key, f"stage.{name}.reused": "true"})
     return records
 
 

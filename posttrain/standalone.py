@@ -48,7 +48,7 @@ def run(project: str, name: str, profile: str, overrides: list[str], iteration: 
             if own_parent:
                 # Rank 0 may be building upstream stages first; gloo's default timeout is 30 min.
                 distributed.barrier()
-            records = _recorded(it, name)
+            records = stages.recorded(it, it.parent_run_id, name, downstream=False, link=False)
         node = dag.NODE[name]
         token = runner.EXPECT_KEY.set(os.environ.get("VERSION_KEY") or None)
         try:
@@ -79,25 +79,4 @@ def _build_upstream(it: Iteration, name: str) -> dict[str, Record]:
     for up in dag.needed_by([name]):
         node = dag.NODE[up]
         records[up] = node.fn(it, *[records[i] for i in node.inputs])
-    return records
-
-
-def _recorded(it: Iteration, name: str) -> dict[str, Record]:
-    """The upstream outputs the iteration recorded (read-only: every process may call this)."""
-    from mlflow import MlflowClient
-
-    from posttrain.stage_dir import is_complete
-
-    tags = MlflowClient().get_run(it.parent_run_id).data.tags
-    records: dict[str, Record] = {}
-    for up in dag.needed_by([name]):
-        if up == "base":
-            records[up] = stages.base_model(it)
-            continue
-        key = tags.get(f"stage.{up}.version_key")
-        out = it.layout().stage_dir(up.split(".")[0], key) if key else None
-        if out is None or not is_complete(out):
-            raise RuntimeError(f"iteration {it.parent_run_id} has no complete output of '{up}', which '{name}' "
-                               f"needs; run it first: posttrain rerun {up} --iteration {it.parent_run_id}")
-        records[up] = Record.from_marker(out)
     return records
