@@ -31,13 +31,18 @@ def run(project: str, name: str, profile: str, overrides: list[str], iteration: 
     if name not in dag.NODE or name in ("base", "curate"):
         raise ValueError(f"unknown stage '{name}'")
     lay = layout(project)
-    tracking.configure(lay.runs)
     main = distributed.is_main()
     own_parent = not iteration
+    # A fresh sqlite store is created (and migrated) by rank 0 alone: two processes creating it
+    # at once race. The others configure once rank 0 has opened the parent run (after _share).
+    if main or iteration:
+        tracking.configure(lay.runs)
     if iteration:
         it = Iteration(str(lay.project), profile, tuple(overrides), iteration, "", tracking.git_sha(lay.project))
     else:
         it = _share(stages.open_iteration(str(lay.project), profile, overrides, kind="stage") if main else None)
+        if not main:
+            tracking.configure(lay.runs)
     status = "FAILED"
     try:
         if main and own_parent:
