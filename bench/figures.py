@@ -172,6 +172,7 @@ def _iteration_summary(records: list[dict]) -> dict:
         "prefect_tasks": {t: median(x["wall_s"] for r in records for x in r["prefect_tasks"] if x["task"] == t)
                           for t in dict.fromkeys(tasks)},
         "compute_source": sorted({s["compute_source"] for r in records for s in r["stages"]}),
+        "gates_failed": [r["gate_failed"] for r in records if r.get("gate_failed")],
     }
 
 

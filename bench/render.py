@@ -176,7 +176,9 @@ def _fig1(fig: dict) -> list[str]:
              f"| **command** (`posttrain run --profile {fig['profile']}`) | {_s(s['command_wall_s'])} | |"]
     return [f"Profile `{fig['profile']}`, {s['reps']} iteration(s), each in a fresh runs dir (nothing reused); "
             "data curated and the base checkpoint converted beforehand (one-time costs, not part of an iteration).",
-            "", *rows, *_compute_note(s["compute_source"])]
+            "", *rows, *_compute_note(s["compute_source"]),
+            *[f"\nAn iteration ended at a gate (timed all the same; nothing was promoted): {g.splitlines()[0]}"
+              for g in s.get("gates_failed", [])]]
 
 
 def _fig2(fig: dict) -> list[str]:

@@ -25,10 +25,11 @@ KEY_METRICS = (
     "rows.sft", "rows.preferences", "rows.rl",
     "math_accuracy", "answer_format_rate", "refusal_rate", "over_refusal_rate", "rm_pair_accuracy",
     "code_pass_at_1", "ifeval_prompt_accuracy", "sycophancy_rate", "win_rate_vs_input",
+    "heldout_accuracy_before", "heldout_accuracy_after", "heldout_accuracy_delta", "eval_loss_before", "eval_loss",
     "train_loss", "param_delta_l2", "reward_first", "reward_last", "frac_zero_std_groups",
     "logps_chosen_delta", "logps_rejected_delta", "harmful_fraction",
-    "eval_loss", "rm_calib_refusal_accuracy", "rm_length_corr", "kl_mean", "completion_clipped_ratio",
-    "constitutional_pairs", "resumed_from_step",
+    "rm_calib_refusal_accuracy", "rm_length_corr", "kl_mean", "completion_clipped_ratio",
+    "constitutional_pairs", "overrefusal_pairs", "resumed_from_step",
 )
 
 

@@ -260,6 +260,9 @@ class ReasonConfig(TrainConfig):
     # samples for each of rs_prompts prompts, the fully correct best one kept, SFT on those.
     method: str = _c(("grpo", "rs_sft"), "grpo")
     rs_prompts: int = _r(1, 1_000_000, 64)
+    # Prompts held out of the rl split: greedy verifiable accuracy before/after (the stage's own
+    # metric, heldout_accuracy_delta in absolute points). 0 = off (GPU profiles: evaluate.reason).
+    eval_rows: int = _r(0, 100_000, 48)
     # Rollouts through vLLM (TRL GRPOConfig.use_vllm): GPU profiles only; vLLM is not installed on
     # CPU machines. colocate: the engine shares each training GPU (memory share below); server:
     # a separate `trl vllm-serve` process.
@@ -278,7 +281,10 @@ class SafetyConfig(SFTConfig):  # its refusal pass is SFT (tasks/sft.train)
     # Harmful training prompts the model critiques and revises against tasks/constitution.md;
     # (revision, original) pairs then train a DPO pass. 0 = no constitutional pass.
     constitutional_prompts: int = _r(0, 1_000_000, 16)
-    critique_max_new_tokens: int = _r(1, 65_536, 64)  # per generation (answer, critique, revision)
+    critique_max_new_tokens: int = _r(1, 65_536, 64)  # per generation (answer, critique, revision, probe)
+    # Benign look-alike training prompts the refusal-trained model answers; each refused one becomes
+    # a (helpful answer > that refusal) pair for the DPO pass. 0 = no over-refusal pairs.
+    overrefusal_prompts: int = _r(0, 1_000_000, 32)
     dpo_learning_rate: float = _r(1e-8, 1.0, 5e-6)
     dpo_max_steps: int = _r(1, 10_000_000, 8)
     dpo_beta: float = _r(0.0, 10.0, 0.1)

@@ -9,6 +9,9 @@ that never uses the format. Monitors, from TRL's per-step logs (all steps also g
 reward first/last, fraction of zero-std groups (no gradient), KL to the reference (only when
 beta > 0; TRL does not compute it otherwise), completion length, the share of completions cut
 at max_completion_length, and the share of tokens whose ratio was clipped.
+What the stage is for is measured on `eval_rows` prompts held out of the rl split (content-keyed,
+never trained on): greedy verifiable accuracy of the input checkpoint and of the trained one,
+overall and per verifier, and the difference in absolute points.
 Run alone: `posttrain stage reason --profile tiny`.
 """
 
@@ -17,10 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluations.math_score import has_answer_format
-from posttrain import stage_data, training
+from posttrain import distributed, stage_data, training
+from posttrain.generation import generate
 from posttrain.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
 from tasks import onpolicy, sft, verifiers
 
+EVAL_BATCH = 8  # held-out generation batch (sequences): ~7x one-by-one on CPU (posttrain/generation.py)
 FORMAT_WEIGHT = 0.1  # small next to correctness (1.0), so the format cannot be the whole reward
 # TRL log key -> our metric (mean over the logged steps).
 MONITORS = {"frac_reward_zero_std": "frac_zero_std_groups", "completions/mean_length": "completion_length_mean",
@@ -76,13 +81,49 @@ def _rows(cfg: ReasonConfig, data: Path):
     return rows.select_columns([c for c in ("id", "prompt", "answer", "verifier") if c in rows.column_names])
 
 
+def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str) -> dict[str, float]:
+    """Greedy accuracy on held-out rows: the share whose reply the row's verifier scores fully
+    correct (1.0; code: every test passes, ifeval: every instruction followed), overall and per
+    verifier, plus the mean reward (partial credit). A code reply the sandbox could not run is
+    left out of both and counted (prefix + _infra_errors)."""
+    replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, EVAL_BATCH)
+    rewards = verifiers.rewards(replies, list(rows["answer"]), list(rows["verifier"]))
+    scored = [(v, r) for v, r in zip(rows["verifier"], rewards) if r is not None]
+    if not scored:
+        raise ValueError(f"none of the {len(replies)} held-out rl rows could be scored (all sandbox errors)")
+    metrics = {prefix: sum(r == 1.0 for _, r in scored) / len(scored),
+               f"{prefix}_reward": sum(r for _, r in scored) / len(scored),
+               f"{prefix}_infra_errors": float(len(replies) - len(scored))}
+    for name in sorted({v for v, _ in scored}):
+        mine = [r for v, r in scored if v == name]
+        metrics[f"{prefix}.{name}"] = sum(r == 1.0 for r in mine) / len(mine)
+    return metrics
+
+
+def heldout_split(cfg: ReasonConfig, data: Path):
+    """(train rows, held-out rows or None): cfg.eval_rows prompts never trained on."""
+    return sft.holdout(_rows(cfg, data), cfg.eval_rows, column="prompt")
+
+
+def heldout_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Both evaluations and their difference in absolute points (0.05 = 5 points)."""
+    delta = {k.replace("_after", "_delta"): v - before[k.replace("_after", "_before")] for k, v in after.items()
+             if not k.endswith("_infra_errors") and k.replace("_after", "_before") in before}
+    return {**before, **after, **delta}
+
+
 def grpo(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
     from trl import GRPOConfig, GRPOTrainer
 
     tok = training.load_tokenizer(model)
     policy = training.load_policy(model, model_cfg)
     before = training.snapshot(policy)
-    dataset = _rows(cfg, data)
+    dataset, heldout = heldout_split(cfg, data)
+    # Main process only: plain generation, no collectives (GPU profiles leave eval_rows at 0 and
+    # measure in evaluate.reason instead, since a sharded model cannot generate this way).
+    measure = heldout is not None and distributed.is_main()
+    acc_before = verifiable_accuracy(policy, tok, heldout, cfg.max_completion_length,
+                                     "heldout_accuracy_before") if measure else {}
     kwargs = training.trainer_kwargs(cfg, model_cfg, out, seed)
     # One optimizer step consumes batch * accumulation completions = that many / G prompts.
     kwargs["per_device_train_batch_size"] = max(cfg.per_device_batch_size, cfg.num_generations)
@@ -102,9 +143,12 @@ def grpo(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, o
                           train_dataset=dataset, processing_class=tok, callbacks=training.callbacks(),
                           peft_config=training.peft_config(cfg))
     resumed = training.fit(trainer)
-    metrics, _ = training.finish(trainer, out, tok, resumed, before)
+    metrics, trained = training.finish(trainer, out, tok, resumed, before)
     metrics.update(monitors(trainer.state.log_history))
     metrics["verifier_infra_errors"] = float(infra_errors[0])
+    if measure:
+        after = verifiable_accuracy(trained, tok, heldout, cfg.max_completion_length, "heldout_accuracy_after")
+        metrics.update(heldout_delta(acc_before, after), heldout_rows=float(len(heldout)))
     return metrics
 
 
@@ -113,8 +157,13 @@ def rs_sft(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path,
     correct (reward 1), and SFT on those. It can only amplify what the policy sometimes does."""
     from datasets import Dataset
 
-    all_rows = _rows(cfg, data)
+    all_rows, heldout = heldout_split(cfg, data)
     rows = all_rows.select(range(min(cfg.rs_prompts, len(all_rows)))).to_list()
+    measure = heldout is not None and distributed.is_main()
+    if measure:
+        tok = training.load_tokenizer(model)
+        acc_before = verifiable_accuracy(training.load_policy(model, model_cfg), tok, heldout,
+                                         cfg.max_completion_length, "heldout_accuracy_before")
     scored = onpolicy.sample_and_score(policy=model, reward_model=None, model_cfg=model_cfg, rows=rows,
                                        n=cfg.num_generations, max_new_tokens=cfg.max_completion_length,
                                        temperature=cfg.temperature, batch_size=8, seed=seed, rm_max_length=cfg.max_length)
@@ -135,6 +184,10 @@ def rs_sft(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path,
     metrics = sft.train(sft_cfg, model_cfg, model=model, dataset=Dataset.from_list(kept), out=out, seed=seed)
     metrics.update({"rs_prompts": float(len(rows)), "rs_kept": float(len(kept)),
                     "rs_pass_rate": len(kept) / len(rows)})
+    if measure:
+        after = verifiable_accuracy(training.load_policy(str(out / "model"), model_cfg), tok, heldout,
+                                    cfg.max_completion_length, "heldout_accuracy_after")
+        metrics.update(heldout_delta(acc_before, after), heldout_rows=float(len(heldout)))
     return metrics
 
 

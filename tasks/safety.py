@@ -6,12 +6,16 @@ constitutional DPO pass.
    learn "edgy topic => refuse" (over-refusal); plus `replay_fraction` of the mix drawn from the
    earlier SFT split, to limit the alignment tax (forgetting of math/format).
 2. Constitutional critique -> revise (tasks/constitution.md): on `constitutional_prompts` harmful
-   prompts, the refusal-trained model answers, critiques its answer against one principle, and
-   rewrites it. A pair (chosen = revision, rejected = original) is kept when the revision is a
-   refusal and the original was not (evaluations/refusal.py's pattern check: the same one the
-   evaluation uses, so watch held-out over-refusal, not only refusal).
-3. DPO on those pairs (tasks/align.train). No pair kept (a model too weak to revise) skips the
-   pass; constitutional_pairs=0 in the metrics says so.
+   prompts, the stage's *input* checkpoint answers (what the model did before safety training;
+   the refusal-trained one has just been taught these very prompts and would rarely comply), and
+   the refusal-trained model critiques that answer against one principle and rewrites it. A pair
+   (chosen = revision, rejected = original) is kept when the revision is a refusal and the
+   original was not (evaluations/refusal.py's pattern check: the same one the evaluation uses).
+   Over-refusal pairs: the refusal-trained model answers `overrefusal_prompts` benign look-alike
+   training prompts; each one it refuses becomes (chosen = the row's helpful answer, rejected =
+   that refusal). Refusal SFT alone teaches "edgy topic => refuse"; these pairs are the contrast.
+3. DPO on both kinds of pairs (tasks/align.train). No pair kept skips the pass;
+   constitutional_pairs=0 and overrefusal_pairs=0 in the metrics say so.
 Run alone: `posttrain stage safety --profile tiny`.
 """
 
@@ -52,12 +56,15 @@ def replay_mix(safety_rows, sft_rows, fraction: float, seed: int):
 
 
 def critique_revise(model_dir: str, model_cfg: ModelConfig, prompts: list[list[dict]], max_new_tokens: int,
-                    rules: list[str]) -> list[dict]:
-    """Original answer, critique and revision by the model itself, greedy (deterministic)."""
+                    rules: list[str], original_model: str | None = None) -> list[dict]:
+    """Original answer (by original_model, default model_dir), then critique and revision by
+    model_dir; greedy (deterministic)."""
+    source = original_model or model_dir
+    tok = training.load_tokenizer(source)
+    originals = generation.generate(training.load_policy(source, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
     tok = training.load_tokenizer(model_dir)
     model = training.load_policy(model_dir, model_cfg)
     rule = [rules[i % len(rules)] for i in range(len(prompts))]
-    originals = generation.generate(model, tok, prompts, max_new_tokens, batch_size=8)
     request = [p[-1]["content"] for p in prompts]
     critiques = generation.generate(model, tok, [[{"role": "user", "content": (
         f"Request: {q}\n\nResponse: {a}\n\nPrinciple: {r}\n\nDoes the response follow the principle? Critique it in "
@@ -74,6 +81,19 @@ def constitutional_pairs(records: list[dict]) -> list[dict]:
     return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["revision"]}],
              "rejected": [{"role": "assistant", "content": r["original"]}]}
             for r in records if r["revision"].strip() and is_refusal(r["revision"]) and not is_refusal(r["original"])]
+
+
+def overrefusal_probe(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_new_tokens: int) -> list[dict]:
+    """The model's greedy replies to benign rows (their `messages` end with the helpful answer)."""
+    tok = training.load_tokenizer(model_dir)
+    prompts = [r["messages"][:-1] for r in rows]
+    replies = generation.generate(training.load_policy(model_dir, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
+    return [{"prompt": p, "helpful": r["messages"][-1]["content"], "reply": t} for p, r, t in zip(prompts, rows, replies)]
+
+
+def overrefusal_pairs(records: list[dict]) -> list[dict]:
+    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["helpful"]}],
+             "rejected": [{"role": "assistant", "content": r["reply"]}]} for r in records if is_refusal(r["reply"])]
 
 
 def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
@@ -94,12 +114,23 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts]
     pairs = []
     if harmful:
-        records = critique_revise(str(out / "model.sft"), model_cfg, harmful, cfg.critique_max_new_tokens, principles())
+        records = critique_revise(str(out / "model.sft"), model_cfg, harmful, cfg.critique_max_new_tokens, principles(),
+                                  original_model=model)
         pairs = constitutional_pairs(records)
         onpolicy.write(records, out / "constitutional.jsonl")
         metrics["constitutional_prompts"] = float(len(records))
+        metrics["constitutional_original_refusal_rate"] = sum(is_refusal(r["original"]) for r in records) / len(records)
         metrics["constitutional_revision_refusal_rate"] = sum(is_refusal(r["revision"]) for r in records) / len(records)
     metrics["constitutional_pairs"] = float(len(pairs))
+    benign = [r for r in safety_rows if r["label"] == "benign"][: cfg.overrefusal_prompts] if labels else []
+    over: list[dict] = []
+    if benign:
+        probe = overrefusal_probe(str(out / "model.sft"), model_cfg, benign, cfg.critique_max_new_tokens)
+        over = overrefusal_pairs(probe)
+        onpolicy.write(probe, out / "overrefusal_probe.jsonl")
+        metrics["overrefusal_probe_rate"] = len(over) / len(probe)
+    metrics["overrefusal_pairs"] = float(len(over))
+    pairs += over
     if not pairs:
         # The refusal-SFT model is the stage's output.
         (out / "model.sft").rename(out / "model")

@@ -16,15 +16,15 @@ from posttrain import stage_data, training
 from posttrain.config import ModelConfig, SFTConfig
 
 
-def holdout(dataset, n: int):
-    """(train, eval): the n rows whose messages hash lowest go to eval. Content-keyed, so the same
+def holdout(dataset, n: int, column: str = "messages"):
+    """(train, eval): the n rows whose `column` hashes lowest go to eval. Content-keyed, so the same
     rows are held out whatever the order of the file (and whatever the seed)."""
     if n == 0:
         return dataset, None
     if n >= len(dataset):
         raise ValueError(f"eval_rows={n} would leave no training rows (the split has {len(dataset)}); "
                          f"lower eval_rows or raise max_examples")
-    keys = [hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest() for m in dataset["messages"]]
+    keys = [hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest() for m in dataset[column]]
     order = sorted(range(len(dataset)), key=keys.__getitem__)
     held = sorted(order[:n])
     return dataset.select(sorted(order[n:])), dataset.select(held)

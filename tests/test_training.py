@@ -221,13 +221,37 @@ def test_grpo_logs_monitors_for_mixed_verifiers(base, tmp_path):
         {"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"relation": "at least", "num_words": n}]})}
         for n in (3, 4, 5, 6)]
     cfg = ReasonConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=8, num_generations=4,
-                       max_completion_length=8, beta=0.04)
+                       max_completion_length=8, beta=0.04, eval_rows=2)
     metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
     for key in ("reward_first", "reward_last", "frac_zero_std_groups", "completion_length_mean",
                 "completion_clipped_ratio", "clip_ratio_mean", "kl_mean", "kl_last"):
         assert key in metrics, key
     assert 0.0 <= metrics["completion_clipped_ratio"] <= 1.0 and metrics["completion_length_mean"] <= 8
     assert metrics["frac_zero_std_groups"] < 1.0 and metrics["param_delta_l2"] > 0
+    # The stage's own metric: greedy accuracy on the 2 held-out prompts, before and after.
+    assert metrics["heldout_rows"] == 2
+    assert metrics["heldout_accuracy_delta"] == metrics["heldout_accuracy_after"] - metrics["heldout_accuracy_before"]
+
+
+def test_heldout_verifiable_accuracy_counts_fully_verified_replies(revising_model):
+    from datasets import Dataset
+
+    from tasks import reason
+
+    def forbid(word):
+        return {"instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": [word]}]}
+
+    essay = {"instruction_id_list": ["length_constraints:number_words"],
+             "kwargs": [{"relation": "at least", "num_words": 500}]}  # impossible in 16 tokens
+    # revising_model answers these prompts "Sure, step 1: open the door."
+    answers = [forbid("zebra"), forbid("zebra"), forbid("door"), essay]
+    rows = Dataset.from_list([{"prompt": _user(f"How do I break into house number {i}?"), "answer": json.dumps(a),
+                               "verifier": "ifeval"} for i, a in enumerate(answers)])
+    m = reason.verifiable_accuracy(training.load_policy(revising_model, TINY), training.load_tokenizer(revising_model),
+                                   rows, 16, "acc")
+    assert m["acc"] == 0.5 and m["acc.ifeval"] == 0.5 and m["acc_reward"] == 0.5 and m["acc_infra_errors"] == 0
+    delta = reason.heldout_delta({"x_before": 0.25, "x_before.math": 0.5}, {"x_after": 0.75, "x_after.math": 0.5})
+    assert delta["x_delta"] == 0.5 and delta["x_delta.math"] == 0.0
 
 
 def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
@@ -241,7 +265,7 @@ def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
             for i in range(3)] + [{"id": "h", "prompt": _user("Write an essay."), "answer": json.dumps(hard),
                                    "verifier": "ifeval"}]
     cfg = ReasonConfig(method="rs_sft", rs_prompts=4, num_generations=2, max_completion_length=8, learning_rate=1e-3,
-                       max_steps=2, per_device_batch_size=2, max_length=96)
+                       max_steps=2, per_device_batch_size=2, max_length=96, eval_rows=0)
     metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
     kept = [json.loads(line) for line in (tmp_path / "rs_kept.jsonl").read_text().splitlines()]
     assert {k["id"] for k in kept} == {"e0", "e1", "e2"} and metrics["rs_kept"] == 3
@@ -334,10 +358,20 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path):
                        dpo_learning_rate=1e-3, dpo_max_steps=2)
     out = tmp_path / "out"
     out.mkdir()
-    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+    # Two benign rows the taught model refuses (it refuses "Request: ... Response: ..." prompts):
+    # each becomes an over-refusal pair, its helpful answer preferred over the refusal.
+    refused = [{"id": f"r{i}", "label": "benign", "messages": [
+        {"role": "user", "content": f"Request: How do I break into house number {i}?\n\nResponse: Sure, step 1: open "
+                                    f"the door.\n\n..."},
+        {"role": "assistant", "content": "Ask the owner for the key."}]} for i in range(2)]
+    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", refused + _safety_rows()),
                          sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0)
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
-    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 3
+    assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
+    probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
+    assert len(probe) == 8 and metrics["overrefusal_pairs"] == 2 and metrics["overrefusal_probe_rate"] == 0.25
+    assert [r["reply"] for r in probe[:2]] == ["I can't help with that."] * 2
+    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 5
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model.sft").exists()
     assert (out / "log_history.sft.json").is_file()  # the refusal-SFT pass's steps, kept next to DPO's
     assert any("logps/chosen" in h for h in json.loads((out / "log_history.json").read_text()))
