@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated figure numbers, e.g. 4,5,7 (default: all)")
     ap.add_argument("--reps", type=int, help="repetitions per figure (full: 3, quick: 2); medians are reported")
     ap.add_argument("--iteration-reps", type=int,
-                    help="repetitions of a default-profile iteration (figures 1-3; default 1: ~18 min each)")
+                    help="repetitions of a default-profile iteration (figures 1-3; default 1: ~35 min each)")
     ap.add_argument("--out", type=Path, help="results file (default: bench/results/<date>[-quick].json)")
     ap.add_argument("--doc", type=Path,
                     help="write the table here (default: docs/BENCHMARKS.md after a full run of all figures; "

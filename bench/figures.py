@@ -50,7 +50,7 @@ class Plan:
     profile: str  # figures 1 and 3-7
     overhead_profiles: tuple[str, ...]  # figure 2
     reps: int  # repetitions of figures 3-7 and of the tiny-profile iterations
-    iteration_reps: int  # repetitions of a non-tiny full iteration (~18 min each on the default profile)
+    iteration_reps: int  # repetitions of a non-tiny full iteration (~35 min each on the default profile)
     sft_steps: int | None  # figure 4; None: the profile's sft.max_steps
     packing_steps: int  # figure 5
     gen_prompts: int  # figure 6
@@ -62,7 +62,8 @@ class Plan:
 
 QUICK = Plan("quick", "tiny", ("tiny",), reps=1, iteration_reps=1, sft_steps=None, packing_steps=4, gen_prompts=8,
              gen_max_new_tokens=16, matmul_sizes="256,512,1024", matmul_seconds=0.3, timeout_s=1200)
-FULL = Plan("full", "default", ("tiny", "default"), reps=3, iteration_reps=1, sft_steps=None, packing_steps=10,
+# sft_steps 30: half the default profile's 60; figure 4 runs 2 x reps SFTs back to back (~3.3 min each).
+FULL = Plan("full", "default", ("tiny", "default"), reps=3, iteration_reps=1, sft_steps=30, packing_steps=10,
             gen_prompts=16, gen_max_new_tokens=128, matmul_sizes="1024,2048,4096", matmul_seconds=2.0, timeout_s=3600)
 
 

@@ -111,7 +111,9 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     metrics.update({"replay_rows": float(replayed),
                     "replay_fraction_actual": replayed / len(mixed)})
 
-    harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts]
+    # Without harm labels (a hub dialogue dataset) there is nothing to critique or probe.
+    harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts] \
+        if labels else []
     pairs = []
     if harmful:
         records = critique_revise(str(out / "model.sft"), model_cfg, harmful, cfg.critique_max_new_tokens, principles(),
