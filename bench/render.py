@@ -177,8 +177,20 @@ def _fig1(fig: dict) -> list[str]:
     return [f"Profile `{fig['profile']}`, {s['reps']} iteration(s), each in a fresh runs dir (nothing reused); "
             "data curated and the base checkpoint converted beforehand (one-time costs, not part of an iteration).",
             "", *rows, *_compute_note(s["compute_source"]),
-            *[f"\nAn iteration ended at a gate (timed all the same; nothing was promoted): {g.splitlines()[0]}"
+            *[f"\nAn iteration ended at a gate (timed all the same; nothing was promoted): {_gate_text(g)}"
               for g in s.get("gates_failed", [])]]
+
+
+def _gate_text(message: str) -> str:
+    """The gate's headline and its failed checks (the indented lines that follow it in the CLI's
+    message; anything after them is other stderr output, e.g. Prefect's shutdown log)."""
+    head, *rest = message.splitlines()
+    checks = []
+    for line in rest:
+        if not line.startswith(" "):
+            break
+        checks.append(f"`{line.strip()}`")
+    return " ".join([head, "; ".join(checks)]) if checks else head
 
 
 def _fig2(fig: dict) -> list[str]:

@@ -285,6 +285,10 @@ class SafetyConfig(SFTConfig):  # its refusal pass is SFT (tasks/sft.train)
     # Benign look-alike training prompts the refusal-trained model answers; each refused one becomes
     # a (helpful answer > that refusal) pair for the DPO pass. 0 = no over-refusal pairs.
     overrefusal_prompts: int = _r(0, 1_000_000, 32)
+    # At most this many over-refusal pairs per constitutional (refusal) pair in the DPO pass. DPO
+    # weighs every pair alike, so a majority of "answer this" pairs teaches answering everything:
+    # 13-20 refusal + 27-29 over-refusal pairs took held-out refusal to 0.25-0.38, 29 + 29 kept 0.81.
+    overrefusal_pair_ratio: float = _r(0.0, 100.0, 1.0)
     dpo_learning_rate: float = _r(1e-8, 1.0, 5e-6)
     dpo_max_steps: int = _r(1, 10_000_000, 8)
     dpo_beta: float = _r(0.0, 10.0, 0.1)

@@ -13,7 +13,8 @@ constitutional DPO pass.
    original was not (evaluations/refusal.py's pattern check: the same one the evaluation uses).
    Over-refusal pairs: the refusal-trained model answers `overrefusal_prompts` benign look-alike
    training prompts; each one it refuses becomes (chosen = the row's helpful answer, rejected =
-   that refusal). Refusal SFT alone teaches "edgy topic => refuse"; these pairs are the contrast.
+   that refusal). Refusal SFT alone teaches "edgy topic => refuse"; these pairs are the contrast,
+   at most `overrefusal_pair_ratio` of them per constitutional pair (more undoes the refusals).
 3. DPO on both kinds of pairs (tasks/align.train). No pair kept skips the pass;
    constitutional_pairs=0 and overrefusal_pairs=0 in the metrics say so.
 Run alone: `posttrain stage safety --profile tiny`.
@@ -21,6 +22,7 @@ Run alone: `posttrain stage safety --profile tiny`.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import shutil
@@ -131,6 +133,10 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         over = overrefusal_pairs(probe)
         onpolicy.write(probe, out / "overrefusal_probe.jsonl")
         metrics["overrefusal_probe_rate"] = len(over) / len(probe)
+    metrics["overrefusal_pairs_found"] = float(len(over))
+    # Balanced against the refusal side (config.SafetyConfig.overrefusal_pair_ratio says why); the
+    # probe keeps every refused prompt, so the dropped pairs stay inspectable.
+    over = over[: math.floor(cfg.overrefusal_pair_ratio * len(pairs))]
     metrics["overrefusal_pairs"] = float(len(over))
     pairs += over
     if not pairs:

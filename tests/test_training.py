@@ -348,14 +348,15 @@ def revising_model(base, tmp_path_factory) -> str:
     return str(out / "model")
 
 
-def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path):
+@pytest.mark.parametrize("ratio,kept", [(1.0, 2), (0.5, 1)])  # 0.5 x 3 constitutional pairs: 1 over-refusal pair
+def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept):
     from posttrain.config import SafetyConfig
     from tasks import safety
 
     # A near-zero refusal-SFT step keeps the taught behaviour; the DPO pass then trains on the pairs.
     cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
                        replay_fraction=0.0, constitutional_prompts=3, critique_max_new_tokens=12,
-                       dpo_learning_rate=1e-3, dpo_max_steps=2)
+                       dpo_learning_rate=1e-3, dpo_max_steps=2, overrefusal_pair_ratio=ratio)
     out = tmp_path / "out"
     out.mkdir()
     # Two benign rows the taught model refuses (it refuses "Request: ... Response: ..." prompts):
@@ -369,9 +370,10 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path):
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
     assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
     probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
-    assert len(probe) == 8 and metrics["overrefusal_pairs"] == 2 and metrics["overrefusal_probe_rate"] == 0.25
+    assert len(probe) == 8 and metrics["overrefusal_pairs_found"] == 2 and metrics["overrefusal_probe_rate"] == 0.25
+    assert metrics["overrefusal_pairs"] == kept  # capped at ratio x constitutional pairs
     assert [r["reply"] for r in probe[:2]] == ["I can't help with that."] * 2
-    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 5
+    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 3 + kept
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model.sft").exists()
     assert (out / "log_history.sft.json").is_file()  # the refusal-SFT pass's steps, kept next to DPO's
     assert any("logps/chosen" in h for h in json.loads((out / "log_history.json").read_text()))
