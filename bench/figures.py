@@ -275,6 +275,8 @@ def _plain(ctx: Context, profile: str, cfg, seed: int, steps: int, packing: bool
             "--lr", repr(cfg.learning_rate), "--warmup", repr(cfg.warmup_ratio), "--seed", str(seed), "--out", str(out)]
     if packing:
         args.append("--packing")
+    if ctx.params(profile).model.dtype == "bfloat16":  # training.trainer_kwargs: bf16 from model.dtype
+        args.append("--bf16")
     if padding_batches:
         args += ["--padding-batches", str(padding_batches)]
     try:
@@ -311,6 +313,7 @@ def figure_4(ctx: Context) -> dict:
         ctx.ours_sft.append(ours)
     summary = {
         "steps": p.sft.max_steps, "batch": p.sft.per_device_batch_size, "max_length": p.sft.max_length,
+        "model_dtype": p.model.dtype, "plain_bf16": [x["plain"]["bf16"] for x in pairs],
         "ratio_wall": median(x["ratio_wall"] for x in pairs),
         "ratio_train": median(x["ratio_train"] for x in pairs),
         "ours_tokens_per_s_wall": median(x["ours"]["tokens_per_s_wall"] for x in pairs),

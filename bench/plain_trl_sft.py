@@ -1,10 +1,10 @@
 """The baseline of figures 4 and 5: a plain TRL SFT script, as a user would write it by hand.
 
     python -m bench.plain_trl_sft --model DIR --data sft.jsonl --max-length 384 --batch 4 --steps 30 \
-        --lr 2e-5 --seed 0 --out DIR --result result.json [--packing] [--padding-batches N]
+        --lr 2e-5 --seed 0 --out DIR --result result.json [--packing] [--bf16] [--padding-batches N]
 
 It imports only datasets, transformers and TRL (nothing of posttrain) and trains with the same
-semantics as our `sft` stage (assistant-only loss, cosine schedule, warmup fraction, seed,
+semantics as our `sft` stage (assistant-only loss, cosine schedule, warmup fraction, precision, seed,
 logging every step so TRL's `num_tokens` counter covers every step). The timer starts before the
 data and the model are loaded and stops after the weights are saved, like the stage body's.
 """
@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--packing", action="store_true", help="TRL packing (BFD, padding-free)")
+    # TRL's configs default to bf16=True (mixed precision, autocast on CPU too); our stage sets it
+    # from model.dtype, so the baseline must be told, or it trains in bf16 against our fp32.
+    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (as our stage with model.dtype bfloat16)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--result", required=True)
     ap.add_argument("--padding-batches", type=int, default=0,
@@ -46,7 +49,7 @@ def main() -> None:
         output_dir=args.out, max_steps=args.steps, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
         lr_scheduler_type="cosine", warmup_steps=args.warmup, max_length=args.max_length, assistant_only_loss=True,
-        packing=args.packing, logging_steps=1, save_strategy="no", report_to="none", seed=args.seed,
+        packing=args.packing, bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", seed=args.seed,
         data_seed=args.seed, use_cpu=not torch.cuda.is_available(),
     )
     trainer = SFTTrainer(model=args.model, args=config, train_dataset=dataset)
@@ -65,6 +68,7 @@ def main() -> None:
         "num_tokens": max(h["num_tokens"] for h in history if "num_tokens" in h),
         "steps": trainer.state.global_step,
         "packing": args.packing,
+        "bf16": config.bf16,
         "phases": {k: {"s": v, "calls": 1} for k, v in phases.items()},
         "untimed_s": 0.0,  # the phases cover the whole timed span
         "torch_threads": torch.get_num_threads(),

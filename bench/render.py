@@ -241,7 +241,10 @@ def _fig4(fig: dict) -> list[str]:
     s = fig["summary"]
     lines = [
         f"Same checkpoint, curated `sft` split (the rows our stage trains on, i.e. less its held-out eval rows), max_length {s['max_length']}, batch {s['batch']}, {s['steps']} steps, "
-        "assistant-only loss, seed; each side in its own process, back to back, order alternating per repetition. "
+        "assistant-only loss, seed"
+        + (f", model dtype {s['model_dtype']} on both sides (the plain script's bf16 mixed precision: "
+           f"{'on' if all(s['plain_bf16']) else 'off'})" if "plain_bf16" in s else "")
+        + "; each side in its own process, back to back, order alternating per repetition. "
         "Tokens = TRL's `num_tokens` (non-padding tokens seen), "
         + ("identical on both sides in every repetition." if s["same_tokens"] else
            "**which differed between the two sides**: the data order or tokenisation is not the same."),
