@@ -277,6 +277,8 @@ def _plain(ctx: Context, profile: str, cfg, seed: int, steps: int, packing: bool
         args.append("--packing")
     if ctx.params(profile).model.dtype == "bfloat16":  # training.trainer_kwargs: bf16 from model.dtype
         args.append("--bf16")
+    if cfg.activation_checkpointing:  # training.trainer_kwargs passes it to TRL explicitly
+        args.append("--activation-checkpointing")
     if padding_batches:
         args += ["--padding-batches", str(padding_batches)]
     try:
@@ -314,6 +316,8 @@ def figure_4(ctx: Context) -> dict:
     summary = {
         "steps": p.sft.max_steps, "batch": p.sft.per_device_batch_size, "max_length": p.sft.max_length,
         "model_dtype": p.model.dtype, "plain_bf16": [x["plain"]["bf16"] for x in pairs],
+        "activation_checkpointing": p.sft.activation_checkpointing,
+        "plain_activation_checkpointing": [x["plain"].get("activation_checkpointing") for x in pairs],
         "ratio_wall": median(x["ratio_wall"] for x in pairs),
         "ratio_train": median(x["ratio_train"] for x in pairs),
         "ours_tokens_per_s_wall": median(x["ours"]["tokens_per_s_wall"] for x in pairs),

@@ -1,7 +1,7 @@
 """The baseline of figures 4 and 5: a plain TRL SFT script, as a user would write it by hand.
 
     python -m bench.plain_trl_sft --model DIR --data sft.jsonl --max-length 384 --batch 4 --steps 30 \
-        --lr 2e-5 --seed 0 --out DIR --result result.json [--packing] [--bf16] [--padding-batches N]
+        --lr 2e-5 --seed 0 --out DIR --result result.json [--packing] [--bf16] [--activation-checkpointing] [--padding-batches N]
 
 It imports only datasets, transformers and TRL (nothing of posttrain) and trains with the same
 semantics as our `sft` stage (assistant-only loss, cosine schedule, warmup fraction, precision, seed,
@@ -32,6 +32,10 @@ def main() -> None:
     # TRL's configs default to bf16=True (mixed precision, autocast on CPU too); our stage sets it
     # from model.dtype, so the baseline must be told, or it trains in bf16 against our fp32.
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (as our stage with model.dtype bfloat16)")
+    # TRL's configs also default gradient checkpointing on; our stage follows
+    # sft.activation_checkpointing (off on the default profile). Same setting, same compute.
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute activations in backward (as our stage with sft.activation_checkpointing)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--result", required=True)
     ap.add_argument("--padding-batches", type=int, default=0,
@@ -50,7 +54,7 @@ def main() -> None:
         gradient_accumulation_steps=args.grad_accum, learning_rate=args.lr,
         lr_scheduler_type="cosine", warmup_steps=args.warmup, max_length=args.max_length, assistant_only_loss=True,
         packing=args.packing, bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none", seed=args.seed,
-        data_seed=args.seed, use_cpu=not torch.cuda.is_available(),
+        data_seed=args.seed, use_cpu=not torch.cuda.is_available(), activation_checkpointing=args.activation_checkpointing,
     )
     trainer = SFTTrainer(model=args.model, args=config, train_dataset=dataset)
     built = time.perf_counter()
@@ -69,6 +73,7 @@ def main() -> None:
         "steps": trainer.state.global_step,
         "packing": args.packing,
         "bf16": config.bf16,
+        "activation_checkpointing": config.activation_checkpointing,
         "phases": {k: {"s": v, "calls": 1} for k, v in phases.items()},
         "untimed_s": 0.0,  # the phases cover the whole timed span
         "torch_threads": torch.get_num_threads(),

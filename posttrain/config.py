@@ -206,6 +206,14 @@ class TrainConfig:
     lora_alpha: float = _r(0.0, 4096.0, 16.0)  # update scale is alpha / r
     lora_dropout: float = _r(0.0, 0.9, 0.05)
     lora_target_modules: str = "all-linear"  # or comma-separated module names, e.g. "q_proj,v_proj"
+    # Recompute each layer's activations in backward instead of keeping them: activation memory
+    # ~L times smaller for ~1/3 more compute per step. Off by default (TRL's configs default it
+    # on): a 135M model on a CPU has memory to spare, and the recompute is pure cost there. With
+    # FSDP (sky/accelerate/fsdp2.yaml) the accelerate config checkpoints each wrapped block, so
+    # keep this off or every layer is checkpointed twice with a redundant all-gather; with ZeRO-3
+    # (zero3.yaml) this is the only activation checkpointing, so turn it on for long sequences.
+    # Memory and speed only, the same gradients: not part of the version key.
+    activation_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -517,9 +525,10 @@ def as_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# Keys that say where a stage runs, not what it computes: left out of version keys, so moving a
-# stage between this machine and the cluster reuses its output instead of recomputing it.
-PLACEMENT_KEYS = ("backend",)
+# Keys that say where or how a stage runs, not what it computes: left out of version keys, so
+# moving a stage between this machine and the cluster (or trading memory for recompute) reuses its
+# output instead of recomputing it.
+PLACEMENT_KEYS = ("backend", "activation_checkpointing")
 
 
 def identity(cfg) -> dict:

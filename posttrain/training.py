@@ -112,6 +112,8 @@ def trainer_kwargs(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, seed: in
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=model_cfg.dtype == "bfloat16",
+        # Explicit: TRL's configs default gradient checkpointing on (config.TrainConfig says why not).
+        activation_checkpointing=cfg.activation_checkpointing,
         disable_tqdm=True,
         dataloader_num_workers=0,
     )

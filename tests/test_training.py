@@ -52,6 +52,22 @@ def test_packing_keeps_assistant_only_labels(base, tmp_path):
     assert len(replies) == len(starts) - 1  # one reply per packed conversation, none merged or lost
 
 
+@pytest.mark.parametrize("on", [False, True])
+def test_activation_checkpointing_follows_config_not_trl_default(base, tmp_path, on):
+    """TRL's configs default gradient checkpointing on; ours is off unless the stage asks (pure
+    recompute cost on CPU; doubled with FSDP's own checkpointing), and it never enters the version key."""
+    from tasks import sft
+    from posttrain.config import identity
+
+    cfg = SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0, activation_checkpointing=on)
+    trainer = sft.trainer(cfg, TINY, policy=training.load_policy(base, TINY), tokenizer=training.load_tokenizer(base),
+                          dataset=_conversations(4), out=tmp_path, seed=0)
+    assert trainer.args.gradient_checkpointing is on
+    trainer.train()  # the Trainer switches checkpointing on in the model at train time
+    assert trainer.model.is_gradient_checkpointing is on
+    assert identity(cfg) == identity(SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0))
+
+
 def test_holdout_is_content_keyed_and_disjoint():
     from tasks import sft
 
