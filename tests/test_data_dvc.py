@@ -34,7 +34,7 @@ def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_pat
     assert _ran(second) == set() and "Data and pipelines are up to date" in second
     params = (ws / "params.yaml").read_text()
     # One mixture weight of the rl split, whatever its current value, moved by 0.05.
-    line = re.search(r"arithmetic_prompts: \{kind: packaged, name: arithmetic_prompts, limit: \d+, weight: ([\d.]+),", params)
+    line = re.search(r"arithmetic_prompts: \{kind: packaged, name: \w+, limit: \d+, weight: ([\d.]+),", params)
     assert line, "params.yaml: curate.splits.rl.sources.arithmetic_prompts not found"
     weight = float(line.group(1))
     (ws / "params.yaml").write_text(params.replace(line.group(0), line.group(0).replace(f"weight: {line.group(1)}", f"weight: {weight + 0.05:.2f}")))

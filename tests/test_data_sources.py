@@ -185,3 +185,30 @@ def test_contaminated_source_fails_the_run_and_leaves_no_curated_data(tmp_path, 
     assert "'user:mine-1'" in str(err.value) and repr(leak["id"]) in str(err.value)
     assert not out.exists() or not list(out.iterdir())
     assert not (tmp_path / "data" / "curate_stats.json").exists()
+
+
+def test_harmbench_halves_are_disjoint_and_stable():
+    """eval_safety's harmful prompts are HarmBench's held-out half; safety trains on the other half
+    only. The split is by a hash of the prompt: the same whatever the seed."""
+    from tasks.sources import _harmbench, _harmbench_refusals
+
+    held = {r["prompt"][0]["content"] for r in _harmbench(1)}
+    train = {r["messages"][0]["content"] for r in _harmbench_refusals(1)}
+    assert held and train and not held & train
+    assert held == {r["prompt"][0]["content"] for r in _harmbench(2)}
+    assert all(r["label"] == "harmful" and r["messages"][1]["role"] == "assistant" for r in _harmbench_refusals(1))
+
+
+def test_single_step_arithmetic_prompts_are_one_operation_on_small_numbers():
+    import operator
+    import re
+
+    from tasks.sources import PACKAGED
+    from evaluations.math_score import is_correct
+
+    rows = PACKAGED["arithmetic_single_step_prompts"][2](50, 1234)
+    for r in rows:
+        a, op, b = re.fullmatch(r"Calculate (\d{1,2}) ([-+*]) (\d{1,2})\.", r["prompt"][0]["content"]).groups()
+        ops = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+        assert int(r["answer"]) == ops[op](int(a), int(b)) and r["verifier"] == "math"
+        assert is_correct(f"The final answer is \\boxed{{{r['answer']}}}.", r["answer"])
