@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                          "otherwise only when given)")
     ap.add_argument("--workdir", type=Path, help="where the throwaway workspace goes (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the workspace (runs, MLflow store) for inspection")
+    ap.add_argument("--data-from", type=Path, default=workspace.ROOT, metavar="CHECKOUT",
+                    help="a checkout whose curated data (dvc.lock outputs and their DVC cache objects) seeds the "
+                         "workspace, so `dvc repro` there rebuilds only what differs (default: this checkout)")
     args = ap.parse_args(argv)
 
     plan = figures.QUICK if args.quick else figures.FULL
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ws = workspace.Workspace(workspace.make(root / "project"), root / "project" / "runs")
         print(f"bench ({plan.mode}): workspace {ws.root}, figures {','.join(args.only)} -> {out}", flush=True)
-        results["data_prep"] = _curate(ws, plan.timeout_s)
+        results["data_prep"] = _curate(ws, plan.timeout_s, args.data_from)
         ctx = figures.Context(plan, ws, root / "scratch")
         ctx.scratch.mkdir()
         for number in args.only:
@@ -127,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _curate(ws: workspace.Workspace, timeout: int) -> dict:
+def _curate(ws: workspace.Workspace, timeout: int, data_from: Path) -> dict:
     """Curate the data once, before any timer: `dvc repro` (dvc.yaml holds the data pipeline
     only) is data preparation, not the iterations' orchestration, and every figure reads the
     curated splits. Inside an iteration the same command is then an up-to-date check."""
-    seeded = workspace.seed_data(ws.root)
+    seeded = workspace.seed_data(ws.root, data_from)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ws.root, env=ws.env(),
                           capture_output=True, text=True, timeout=timeout)

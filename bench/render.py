@@ -101,7 +101,7 @@ def markdown(results: dict, source: Path) -> str:
         "```bash",
         ".venv/bin/python -m bench                 # every figure, default profile (SmolLM2-135M), ~1.5 h on 2 cores",
         ".venv/bin/python -m bench --quick         # smoke test: tiny profile, a few minutes",
-        ".venv/bin/python -m bench --only 4,5,7    # a subset; --reps N, --iteration-reps N, --keep",
+        ".venv/bin/python -m bench --only 4,5,7    # a subset; --reps N, --iteration-reps N, --keep, --data-from CHECKOUT",
         "```",
         "",
         f"This run: `{results['command']}`, {results['started']} to {results['finished']} "

@@ -23,8 +23,18 @@ PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "data/curate_stats.json"
                  ".gitignore", "data/curated/.gitignore", "data/waivers.yaml", "posttrain", "tasks", "flows", "evaluations", "tests/fixtures")
 
 
-def make_workspace(dest: Path) -> Path:
-    """A fresh git + DVC checkout of the project in `dest` (tests never touch the real runs/)."""
+# What `dvc repro` of the data pipeline produces: its outs (gitignored) and the DVC cache holding
+# them. DVC counts an out as changed when its cache entry is missing, so both travel together.
+DATA_OUTPUTS = ("data/staging", "data/curated", ".dvc/cache")
+
+
+def make_workspace(dest: Path, data_from: Path | None = None) -> Path:
+    """A fresh git + DVC checkout of the project in `dest` (tests never touch the real runs/).
+
+    With `data_from` (the `curated_ws` fixture), the data pipeline's outputs are copied in too, as a
+    checkout after `dvc pull` has them: the flow's `dvc repro` then finds nothing changed instead of
+    spending ~1 min per workspace re-curating identical data. The curation itself is tested where it
+    runs for real: curated_ws and tests/test_data_dvc.py."""
     for rel in PROJECT_FILES:
         src = ROOT / rel
         if src.is_dir():
@@ -32,6 +42,9 @@ def make_workspace(dest: Path) -> Path:
         elif src.exists():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
+    if data_from is not None:
+        for rel in DATA_OUTPUTS:
+            shutil.copytree(data_from / rel, dest / rel, dirs_exist_ok=True)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
@@ -89,9 +102,20 @@ def iteration_id(output: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_ws(tmp_path_factory):
+def curated_ws(tmp_path_factory) -> tuple[Path, str]:
+    """A workspace in which the whole data pipeline ran once with the real `dvc repro`: (workspace,
+    dvc's output). Other workspaces start from its outputs (make_workspace(data_from=...))."""
+    ws = make_workspace(tmp_path_factory.mktemp("curated_ws"))
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ws, env=workspace_env(ws), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return ws, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_ws(tmp_path_factory, curated_ws):
     """One workspace in which a first tiny iteration has completed: (workspace, process, run id)."""
-    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+    ws = make_workspace(tmp_path_factory.mktemp("ws"), data_from=curated_ws[0])
     proc = posttrain(ws, "run", "--profile", "tiny")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return ws, proc, iteration_id(proc.stdout)

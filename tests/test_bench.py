@@ -29,16 +29,19 @@ def test_only_rejects_unknown_figures():
         _parse_only("4,8")
 
 
-def test_quick_generation_and_flops_figures(tmp_path):
+def test_quick_generation_and_flops_figures(tmp_path, curated_ws):
     out, doc = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
     proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "6,7", "--out", str(out), "--doc", str(doc),
-                           "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--workdir", str(tmp_path), "--data-from", str(curated_ws[0])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["schema_version"] == 1 and res["mode"] == "quick" and res["selected"] == ["6", "7"]
     assert set(res["figures"]) == {"6", "7"} and res["errors"] == {}
     assert res["machine"]["usable_cpus"] >= 1 and res["versions"]["trl"] != "not installed"
     assert not any(p.name.startswith("posttrain-bench-") for p in tmp_path.iterdir())  # workspace removed
+    # Seeded with a curated checkout's data and DVC cache: data prep is an up-to-date check.
+    assert res["data_prep"]["seeded_from_checkout"] and res["data_prep"]["ran"] == []
 
     gen = res["figures"]["6"]
     s = gen["summary"]

@@ -1,5 +1,5 @@
-"""DVC lineage of the data pipeline, with the real `dvc` CLI in a fresh workspace: a second
-`dvc repro` changes nothing, and changing one mixture weight re-runs only the stages that depend
+"""DVC lineage of the data pipeline, with the real `dvc` CLI in fresh workspaces: a second
+`dvc repro` (in another checkout holding the first's outputs) changes nothing, and changing one mixture weight re-runs only the stages that depend
 on it (its split's stage and curate_publish); then stages.curate records every split's dvc.lock
 md5 as an MLflow dataset digest and logs the dataset cards."""
 
@@ -26,10 +26,11 @@ def _ran(output: str) -> set[str]:
 
 
 @pytest.mark.e2e
-def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_path, monkeypatch):
-    ws = make_workspace(tmp_path)
-    first = _dvc(ws, "repro")
+def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_path, monkeypatch, curated_ws):
+    seed, first = curated_ws  # the first `dvc repro`, in a fresh checkout
     assert _ran(first) == {"curate_eval", "curate_sft", "curate_preferences", "curate_rl", "curate_safety", "curate_publish"}
+    # The second, in another checkout holding the first's outputs and cache (as after `dvc pull`).
+    ws = make_workspace(tmp_path, data_from=seed)
     second = _dvc(ws, "repro")
     assert _ran(second) == set() and "Data and pipelines are up to date" in second
     params = (ws / "params.yaml").read_text()

@@ -44,7 +44,7 @@ def test_resume_point_ignores_and_deletes_unmarked_checkpoints(tmp_path):
 
 
 @pytest.mark.e2e
-def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path, curated_ws):
     import torch
     from safetensors.torch import load_file
 
@@ -52,7 +52,7 @@ def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path):
     from posttrain.config import load_params
     from tasks import sft
 
-    ws = make_workspace(tmp_path / "ws")
+    ws = make_workspace(tmp_path / "ws", data_from=curated_ws[0])
     # `posttrain stage sft` (what torchrun and SkyPilot call): curate + sft only, so neither run pays
     # for the other nine stages; the flow-level kill and resume is tests/test_orchestration.py's.
     cmd = [sys.executable, "-m", "posttrain", "stage", "sft", "--profile", "tiny", *OVERRIDES]

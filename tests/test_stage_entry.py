@@ -21,8 +21,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    return make_workspace(tmp_path_factory.mktemp("stage"))
+def ws(tmp_path_factory, curated_ws):
+    return make_workspace(tmp_path_factory.mktemp("stage"), data_from=curated_ws[0])
 
 
 def _stage_parents(client):
