@@ -1,7 +1,8 @@
 """DVC lineage of the data pipeline, with the real `dvc` CLI in fresh workspaces: a second
-`dvc repro` (in another checkout holding the first's outputs) changes nothing, and changing one mixture weight re-runs only the stages that depend
-on it (its split's stage and curate_publish); then stages.curate records every split's dvc.lock
-md5 as an MLflow dataset digest and logs the dataset cards."""
+`dvc repro` (in another checkout holding the first's outputs) changes nothing, and changing one
+mixture weight re-runs only the stages that depend on it (its split's stage and curate_publish);
+then stages.curate records every split's dvc.lock md5 as an MLflow dataset digest and logs the
+dataset cards."""
 
 from __future__ import annotations
 
