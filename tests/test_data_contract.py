@@ -38,6 +38,7 @@ STAGE_COLUMNS = {
     "align": ("preferences", {"prompt", "chosen", "rejected"}),
     "reason": ("rl", {"prompt", "answer"}),
     "safety": ("safety", {"messages", "label"}),
+    "safety/self_answer": ("safety_benign", {"prompt", "category"}),
     "evaluate/math": ("eval_math", {"prompt", "answer"}),
     "evaluate/safety": ("eval_safety", {"prompt", "label"}),
     "evaluate/rm": ("preferences_eval", {"prompt", "chosen", "rejected"}),
@@ -55,7 +56,8 @@ def test_eval_sets_are_disjoint_from_training(curated):
     def prompts(split, key):
         return {r[key][0]["content"] if key == "messages" else r[key][-1]["content"] for r in rows(curated, split)}
 
-    train = prompts("sft", "messages") | prompts("rl", "prompt") | prompts("preferences", "prompt") | prompts("safety", "messages")
+    train = (prompts("sft", "messages") | prompts("rl", "prompt") | prompts("preferences", "prompt") |
+             prompts("safety", "messages") | prompts("safety_benign", "prompt"))
     assert not (prompts("eval_math", "prompt") & train)
     assert not (prompts("eval_safety", "prompt") & train)
     assert not (prompts("preferences_eval", "prompt") & prompts("preferences", "prompt"))

@@ -62,7 +62,7 @@ def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_pat
     expected = {o["path"].rsplit("/", 1)[1].removesuffix(".jsonl"): o["md5"] for o in lock if o["path"].endswith(".jsonl")}
     client = mlflow_client(ws)
     run = next(c for c in children(client, it.parent_run_id) if c.data.tags["stage"] == "curate")
-    assert {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs} == expected and len(expected) == 7
+    assert {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs} == expected and len(expected) == 8
     assert record.extra["md5"] == expected
     cards = {a.path for a in client.list_artifacts(run.info.run_id, "dataset_cards")}
     assert cards == {f"dataset_cards/{s}.md" for s in expected}

