@@ -305,6 +305,12 @@ class SafetyConfig(SFTConfig):  # its refusal pass is SFT (tasks/sft.train)
     # plainly benign ("bake cookies") and the model learns "edgy topic => refuse".
     self_answered_prompts: int = _r(0, 1_000_000, 0)
     self_answer_max_new_tokens: int = _r(1, 65_536, 96)  # cut back to the last whole sentence
+    # Math prompts of the rl split that the input checkpoint answers before safety training; its
+    # \boxed{} answers that do not loop (self_replay_keep: "correct" = and math-verify accepts them,
+    # "formatted" = right or wrong) head the replayed share of the mix. 0 = replay the SFT split only.
+    self_replay_prompts: int = _r(0, 1_000_000, 0)
+    self_replay_max_new_tokens: int = _r(1, 65_536, 192)  # as evaluate.max_new_tokens: room to reach \boxed{}
+    self_replay_keep: str = _c(("correct", "formatted"), "correct")
     dpo_learning_rate: float = _r(1e-8, 1.0, 5e-6)
     dpo_max_steps: int = _r(1, 10_000_000, 8)
     dpo_beta: float = _r(0.0, 10.0, 0.1)

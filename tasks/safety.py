@@ -10,6 +10,9 @@ constitutional DPO pass.
    checkpoint first answers `self_answered_prompts` of the `safety_benign` split (such prompts,
    without answers; disjoint from the eval half), and its non-refusing answers, cut back to the
    last whole sentence, join the mix as helpful rows (out/self_answers.jsonl keeps them all).
+   The replayed share starts with the input checkpoint's own \\boxed{} answers to
+   `self_replay_prompts` math prompts of the rl split (out/self_replay.jsonl): curated answers
+   alone are another writer's, and replaying only them let math answers drift into loops.
 2. Constitutional critique -> revise (tasks/constitution.md): on `constitutional_prompts` harmful
    prompts, the stage's *input* checkpoint answers (what the model did before safety training;
    the refusal-trained one has just been taught these very prompts and would rarely comply), and
@@ -35,6 +38,7 @@ import re
 import shutil
 from pathlib import Path
 
+from evaluations.math_score import has_answer_format, is_correct
 from evaluations.refusal import is_refusal
 from posttrain import generation, stage_data, training
 from posttrain.config import AlignConfig, ModelConfig, SafetyConfig, TrainConfig
@@ -51,37 +55,43 @@ def principles(path: Path = CONSTITUTION) -> list[str]:
     return found
 
 
-def replay_mix(safety_rows, sft_rows, fraction: float, seed: int):
-    """The safety rows plus replayed SFT rows making up `fraction` of the result (seeded choice)."""
+def replay_mix(safety_rows, sft_rows, fraction: float, seed: int, own: list[dict] | None = None):
+    """The safety rows plus replayed rows making up `fraction` of the result (seeded): the model's
+    own answers (`own`, rows with `messages`) first, then rows of the SFT split for the rest."""
     from datasets import Dataset, concatenate_datasets
 
     n = round(len(safety_rows) * fraction / (1.0 - fraction)) if fraction > 0 else 0
-    n = min(n, len(sft_rows))
-    picked = sorted(random.Random(seed).sample(range(len(sft_rows)), n))
-    replay = Dataset.from_list([{"messages": sft_rows[i]["messages"]} for i in picked])
+    own = (own or [])[:n]
+    n = min(n, len(own) + len(sft_rows))
+    picked = sorted(random.Random(seed).sample(range(len(sft_rows)), n - len(own)))
+    replay = Dataset.from_list([{"messages": r["messages"]} for r in own] +
+                               [{"messages": sft_rows[i]["messages"]} for i in picked])
     mixed = concatenate_datasets([safety_rows.select_columns(["messages"]), replay]) if n else \
         safety_rows.select_columns(["messages"])
     return mixed.shuffle(seed=seed), n
+
+
+def _greedy(model_dir: str, model_cfg: ModelConfig, max_new_tokens: int):
+    """The checkpoint at model_dir as a function prompts -> greedy (deterministic) replies."""
+    tok = training.load_tokenizer(model_dir)
+    model = training.load_policy(model_dir, model_cfg)
+    return lambda prompts: generation.generate(model, tok, prompts, max_new_tokens, batch_size=8)
 
 
 def critique_revise(model_dir: str, model_cfg: ModelConfig, prompts: list[list[dict]], max_new_tokens: int,
                     rules: list[str], original_model: str | None = None) -> list[dict]:
     """Original answer (by original_model, default model_dir), then critique and revision by
     model_dir; greedy (deterministic)."""
-    source = original_model or model_dir
-    tok = training.load_tokenizer(source)
-    originals = generation.generate(training.load_policy(source, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
-    tok = training.load_tokenizer(model_dir)
-    model = training.load_policy(model_dir, model_cfg)
+    originals = _greedy(original_model or model_dir, model_cfg, max_new_tokens)(prompts)
+    reviser = _greedy(model_dir, model_cfg, max_new_tokens)
     rule = [rules[i % len(rules)] for i in range(len(prompts))]
     request = [p[-1]["content"] for p in prompts]
-    critiques = generation.generate(model, tok, [[{"role": "user", "content": (
+    critiques = reviser([[{"role": "user", "content": (
         f"Request: {q}\n\nResponse: {a}\n\nPrinciple: {r}\n\nDoes the response follow the principle? Critique it in "
-        f"one or two sentences.")}] for q, a, r in zip(request, originals, rule)], max_new_tokens, batch_size=8)
-    revisions = generation.generate(model, tok, [[{"role": "user", "content": (
+        f"one or two sentences.")}] for q, a, r in zip(request, originals, rule)])
+    revisions = reviser([[{"role": "user", "content": (
         f"Request: {q}\n\nResponse: {a}\n\nCritique: {c}\n\nRewrite the response so that it follows this principle: "
-        f"{r}\nReply with the rewritten response only.")}] for q, a, c, r in zip(request, originals, critiques, rule)],
-        max_new_tokens, batch_size=8)
+        f"{r}\nReply with the rewritten response only.")}] for q, a, c, r in zip(request, originals, critiques, rule)])
     return [{"prompt": p, "principle": r, "original": a, "critique": c, "revision": v}
             for p, r, a, c, v in zip(prompts, rule, originals, critiques, revisions)]
 
@@ -121,24 +131,41 @@ def self_answer(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_ne
     rarely refuses, so its answers are the helpful side: SFT rows next to the refusals, and the
     chosen side of over-refusal pairs. `kept` is False for a refusal, an empty answer or one that
     loops (more than MAX_REPEATED_TRIGRAMS of its trigrams repeated)."""
-    tok = training.load_tokenizer(model_dir)
     prompts = [r["prompt"] for r in rows]
-    replies = generation.generate(training.load_policy(model_dir, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
+    replies = _greedy(model_dir, model_cfg, max_new_tokens)(prompts)
     out = []
     for p, r, text in zip(prompts, rows, replies):
         answer = complete_sentences(text)
         repeated = repeated_trigram_share(answer)
+        refused = is_refusal(text)
         out.append({"prompt": p, "category": r.get("category", ""), "reply": text, "answer": answer,
-                    "repeated_trigrams": repeated,
-                    "kept": bool(answer) and not is_refusal(text) and repeated <= MAX_REPEATED_TRIGRAMS})
+                    "repeated_trigrams": repeated, "refused": refused,
+                    "kept": bool(answer) and not refused and repeated <= MAX_REPEATED_TRIGRAMS})
+    return out
+
+
+def self_replay(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_new_tokens: int, keep: str) -> list[dict]:
+    """The input checkpoint's greedy answers to math prompts of the rl split, to replay next to the
+    refusals: the model's own answers hold its answer format closer than the curated SFT answers
+    do (those are another writer's; replaying only them let math answers drift into loops that
+    never reach \\boxed{}). `kept`: a \\boxed{} answer that does not loop, and (keep="correct")
+    that math-verify accepts."""
+    prompts = [r["prompt"] for r in rows]
+    replies = _greedy(model_dir, model_cfg, max_new_tokens)(prompts)
+    out = []
+    for p, r, text in zip(prompts, rows, replies):
+        formatted, correct = has_answer_format(text), is_correct(text, r["answer"])
+        repeated = repeated_trigram_share(text)
+        out.append({"id": r.get("id", ""), "prompt": p, "reply": text, "gold": r["answer"], "formatted": formatted,
+                    "correct": correct, "repeated_trigrams": repeated,
+                    "kept": formatted and repeated <= MAX_REPEATED_TRIGRAMS and (correct or keep == "formatted")})
     return out
 
 
 def overrefusal_probe(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_new_tokens: int) -> list[dict]:
     """The model's greedy replies to benign rows (their `messages` end with the helpful answer)."""
-    tok = training.load_tokenizer(model_dir)
     prompts = [r["messages"][:-1] for r in rows]
-    replies = generation.generate(training.load_policy(model_dir, model_cfg), tok, prompts, max_new_tokens, batch_size=8)
+    replies = _greedy(model_dir, model_cfg, max_new_tokens)(prompts)
     return [{"prompt": p, "helpful": r["messages"][-1]["content"], "reply": t} for p, r, t in zip(prompts, rows, replies)]
 
 
@@ -161,7 +188,7 @@ def contrast_pairs(answered: list[dict], refusals: list[str], n: int) -> list[di
 
 
 def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
-        seed: int, benign_data: Path | None = None) -> dict[str, float]:
+        seed: int, benign_data: Path | None = None, rl_data: Path | None = None) -> dict[str, float]:
     from datasets import Dataset, concatenate_datasets
 
     # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
@@ -175,19 +202,29 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         answered = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answer"]}], "label": "benign",
                      "category": f"self_answered:{r['category']}"} for r in records if r["kept"]]
         metrics.update({"self_answer_prompts": float(len(records)), "self_answered_rows": float(len(answered)),
-                        "self_answer_refusal_rate": sum(is_refusal(r["reply"]) for r in records) / len(records)})
+                        "self_answer_refusal_rate": sum(r["refused"] for r in records) / len(records)})
     curated_rows = safety_rows
     if answered:
         cols = [c for c in ("messages", "label", "category") if c in safety_rows.column_names]
         safety_rows = concatenate_datasets([safety_rows.select_columns(cols),
                                             Dataset.from_list([{c: a[c] for c in cols} for a in answered])])
-    mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed)
+    own: list[dict] = []
+    if rl_data is not None and cfg.self_replay_prompts:
+        math_rows = [r for r in training.load_rows(rl_data) if r["verifier"] == "math"][: cfg.self_replay_prompts]
+        records = self_replay(model, model_cfg, math_rows, cfg.self_replay_max_new_tokens, cfg.self_replay_keep)
+        onpolicy.write(records, out / "self_replay.jsonl")
+        own = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["reply"]}]} for r in records if r["kept"]]
+        n = max(len(records), 1)
+        metrics.update({"self_replay_prompts": float(len(records)), "self_replay_kept": float(len(own)),
+                        "self_replay_correct_rate": sum(r["correct"] for r in records) / n,
+                        "self_replay_format_rate": sum(r["formatted"] for r in records) / n})
+    mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed, own=own)
     # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
     metrics.update(sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft"))
     labels = safety_rows["label"] if "label" in safety_rows.column_names else []
     if labels:
         metrics["harmful_fraction"] = labels.count("harmful") / len(labels)
-    metrics.update({"replay_rows": float(replayed),
+    metrics.update({"replay_rows": float(replayed), "replay_own_rows": float(min(len(own), replayed)),
                     "replay_fraction_actual": replayed / len(mixed)})
 
     # Without harm labels (a hub dialogue dataset) there is nothing to critique or probe.

@@ -325,6 +325,74 @@ def test_replay_mix_has_the_requested_share_of_sft_rows():
     assert again["messages"] == mixed["messages"]  # seeded
 
 
+def test_replay_mix_puts_the_models_own_answers_first():
+    from datasets import Dataset
+
+    from tasks import safety
+
+    own = [{"messages": _user(f"own {i}") + [{"role": "assistant", "content": "\\boxed{1}"}]} for i in range(3)]
+    mixed, n = safety.replay_mix(Dataset.from_list(_safety_rows()), _conversations(50), 0.25, seed=0, own=own)
+    assert n == 4 and len(mixed) == 16  # the share is unchanged: 3 own answers + 1 SFT row
+    firsts = [m[0]["content"] for m in mixed["messages"]]
+    assert sum(f.startswith("own") for f in firsts) == 3 and sum("plus" in f for f in firsts) == 1
+    few, n = safety.replay_mix(Dataset.from_list(_safety_rows()), _conversations(50), 0.1, seed=0, own=own)
+    assert n == 1 and sum(m[0]["content"].startswith("own") for m in few["messages"]) == 1  # capped at the share
+
+
+@pytest.fixture(scope="module")
+def boxing_model(base, tmp_path_factory) -> str:
+    """The micro-Llama taught to answer every "What is ...?" with \\boxed{7}, and to loop on
+    "Count ..." prompts."""
+    from datasets import Dataset
+
+    from tasks import sft
+
+    rows = [{"messages": _user(f"What is {i} plus {i}?") + [{"role": "assistant", "content": "So it is \\boxed{7}."}]}
+            for i in range(12)]
+    rows += [{"messages": _user(f"Count sheep {i}.") + [{"role": "assistant", "content": "one sheep \\boxed{7} " * 4}]}
+             for i in range(12)]
+    out = tmp_path_factory.mktemp("boxing")
+    sft.train(SFTConfig(learning_rate=1e-2, max_steps=40, per_device_batch_size=4, max_length=96, eval_rows=0), TINY,
+              model=base, dataset=Dataset.from_list(rows), out=out, seed=0)
+    return str(out / "model")
+
+
+@pytest.mark.parametrize("keep,kept", [("correct", [True, False, False]), ("formatted", [True, True, False])])
+def test_self_replay_keeps_the_input_checkpoints_boxed_answers(boxing_model, keep, kept):
+    from tasks import safety
+
+    rows = [{"id": "a", "prompt": _user("What is 3 plus 4?"), "answer": "7"},
+            {"id": "b", "prompt": _user("What is 4 plus 4?"), "answer": "8"},
+            {"id": "c", "prompt": _user("Count sheep 20."), "answer": "7"}]
+    records = safety.self_replay(boxing_model, TINY, rows, 24, keep)
+    assert [r["reply"].strip() for r in records[:2]] == ["So it is \\boxed{7}."] * 2
+    assert [r["correct"] for r in records] == [True, False, True] and all(r["formatted"] for r in records)
+    assert records[2]["repeated_trigrams"] > safety.MAX_REPEATED_TRIGRAMS  # the loop is dropped, right or not
+    assert [r["kept"] for r in records] == kept
+
+
+def test_safety_stage_replays_its_input_checkpoints_math_answers(boxing_model, tmp_path):
+    from posttrain.config import SafetyConfig
+    from tasks import safety
+
+    cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=96, eval_rows=0,
+                       replay_fraction=0.5, constitutional_prompts=0, overrefusal_prompts=0, self_replay_prompts=2,
+                       self_replay_max_new_tokens=24)
+    rl = [{"id": "i", "prompt": _user("Greet me."), "answer": "{}", "verifier": "ifeval"},
+          {"id": "a", "prompt": _user("What is 3 plus 4?"), "answer": "7", "verifier": "math"},
+          {"id": "b", "prompt": _user("What is 4 plus 4?"), "answer": "8", "verifier": "math"},
+          {"id": "c", "prompt": _user("What is 1 plus 6?"), "answer": "7", "verifier": "math"}]
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = safety.run(cfg, TINY, model=boxing_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0,
+                         rl_data=_write(tmp_path / "rl.jsonl", rl))
+    records = [json.loads(line) for line in (out / "self_replay.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["a", "b"]  # math prompts only, the first self_replay_prompts
+    assert metrics["self_replay_kept"] == 1 and metrics["self_replay_correct_rate"] == 0.5
+    assert metrics["replay_rows"] == 12 and metrics["replay_own_rows"] == 1  # 12 safety rows, replay 0.5
+
+
 def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
     from posttrain.config import SafetyConfig
     from tasks import safety
