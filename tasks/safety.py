@@ -156,7 +156,7 @@ def self_replay(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_ne
     for p, r, text in zip(prompts, rows, replies):
         formatted, correct = has_answer_format(text), is_correct(text, r["answer"])
         repeated = repeated_trigram_share(text)
-        out.append({"id": r.get("id", ""), "prompt": p, "reply": text, "gold": r["answer"], "formatted": formatted,
+        out.append({"id": r["id"], "prompt": p, "reply": text, "gold": r["answer"], "formatted": formatted,
                     "correct": correct, "repeated_trigrams": repeated,
                     "kept": formatted and repeated <= MAX_REPEATED_TRIGRAMS and (correct or keep == "formatted")})
     return out
@@ -211,13 +211,16 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     own: list[dict] = []
     if rl_data is not None and cfg.self_replay_prompts:
         math_rows = [r for r in training.load_rows(rl_data) if r["verifier"] == "math"][: cfg.self_replay_prompts]
+        if not math_rows:
+            raise ValueError(f"{rl_data}: no row has verifier 'math', so safety.self_replay_prompts="
+                             f"{cfg.self_replay_prompts} has nothing to answer; add math prompts to the rl split or "
+                             f"set safety.self_replay_prompts=0")
         records = self_replay(model, model_cfg, math_rows, cfg.self_replay_max_new_tokens, cfg.self_replay_keep)
         onpolicy.write(records, out / "self_replay.jsonl")
         own = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["reply"]}]} for r in records if r["kept"]]
-        n = max(len(records), 1)
         metrics.update({"self_replay_prompts": float(len(records)), "self_replay_kept": float(len(own)),
-                        "self_replay_correct_rate": sum(r["correct"] for r in records) / n,
-                        "self_replay_format_rate": sum(r["formatted"] for r in records) / n})
+                        "self_replay_correct_rate": sum(r["correct"] for r in records) / len(records),
+                        "self_replay_format_rate": sum(r["formatted"] for r in records) / len(records)})
     mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed, own=own)
     # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
     metrics.update(sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft"))

@@ -106,6 +106,10 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
@@ -191,7 +195,7 @@ def test_on_policy_dpo_trains_on_sampled_best_vs_worst(base, tmp_path):
                       learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96)
     metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0,
                         reward_model=base, rm_max_length=96)
-    pairs = [json.loads(line) for line in (tmp_path / "onpolicy_pairs.jsonl").read_text().splitlines()]
+    pairs = _read(tmp_path / "onpolicy_pairs.jsonl")
     assert metrics["onpolicy_prompts"] == 4 and metrics["onpolicy_pairs"] == len(pairs) > 0
     curated = {p["chosen"][0]["content"] for p in _pairs(6)} | {p["rejected"][0]["content"] for p in _pairs(6)}
     for p in pairs:
@@ -283,7 +287,7 @@ def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
     cfg = ReasonConfig(method="rs_sft", rs_prompts=4, num_generations=2, max_completion_length=8, learning_rate=1e-3,
                        max_steps=2, per_device_batch_size=2, max_length=96, eval_rows=0)
     metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
-    kept = [json.loads(line) for line in (tmp_path / "rs_kept.jsonl").read_text().splitlines()]
+    kept = _read(tmp_path / "rs_kept.jsonl")
     assert {k["id"] for k in kept} == {"e0", "e1", "e2"} and metrics["rs_kept"] == 3
     assert metrics["rs_pass_rate"] == 0.75 and metrics["param_delta_l2"] > 0
     assert all(k["messages"][-1]["role"] == "assistant" and "zebra" not in k["messages"][-1]["content"] for k in kept)
@@ -387,10 +391,23 @@ def test_safety_stage_replays_its_input_checkpoints_math_answers(boxing_model, t
     metrics = safety.run(cfg, TINY, model=boxing_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
                          sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0,
                          rl_data=_write(tmp_path / "rl.jsonl", rl))
-    records = [json.loads(line) for line in (out / "self_replay.jsonl").read_text().splitlines()]
+    records = _read(out / "self_replay.jsonl")
     assert [r["id"] for r in records] == ["a", "b"]  # math prompts only, the first self_replay_prompts
     assert metrics["self_replay_kept"] == 1 and metrics["self_replay_correct_rate"] == 0.5
     assert metrics["replay_rows"] == 12 and metrics["replay_own_rows"] == 1  # 12 safety rows, replay 0.5
+
+
+def test_self_replay_without_math_prompts_is_an_error_naming_the_file(base, tmp_path):
+    from posttrain.config import SafetyConfig
+    from tasks import safety
+
+    cfg = SafetyConfig(max_steps=1, per_device_batch_size=2, max_length=96, eval_rows=0, constitutional_prompts=0,
+                       overrefusal_prompts=0, self_replay_prompts=2)
+    rl = _write(tmp_path / "rl.jsonl", [{"id": "i", "prompt": _user("Greet me."), "answer": "{}", "verifier": "ifeval"}])
+    with pytest.raises(ValueError, match=r"rl\.jsonl: no row has verifier 'math'.*self_replay_prompts=0"):
+        safety.run(cfg, TINY, model=base, data=_write(tmp_path / "s.jsonl", _safety_rows()),
+                   sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=tmp_path, seed=0, rl_data=rl)
+    assert not (tmp_path / "model").exists()
 
 
 def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
@@ -405,7 +422,7 @@ def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
                          sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0)
     assert metrics["replay_rows"] == 3 and metrics["harmful_fraction"] == 0.5
     assert metrics["constitutional_prompts"] == 3 and metrics["param_delta_l2"] > 0
-    records = [json.loads(line) for line in (out / "constitutional.jsonl").read_text().splitlines()]
+    records = _read(out / "constitutional.jsonl")
     assert len(records) == 3 and all({"original", "critique", "revision", "principle"} <= set(r) for r in records)
     # A random micro-Llama never writes a refusal: no pair, so the refusal-SFT model is the output.
     assert metrics["constitutional_pairs"] == 0 and (out / "model" / "model.safetensors").is_file()
@@ -459,7 +476,7 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
                          benign_data=_write(tmp_path / "benign.jsonl", answerable))
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
     assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
-    probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
+    probe = _read(out / "overrefusal_probe.jsonl")
     assert len(probe) == 10 and metrics["overrefusal_pairs_found"] == 2 and metrics["overrefusal_probe_rate"] == 0.2
     assert metrics["overrefusal_pairs"] == kept  # capped at ratio x constitutional pairs
     assert metrics["overrefusal_contrast_pairs"] == contrast  # the rest of the cap, on self-answered prompts
@@ -523,12 +540,12 @@ def test_safety_answers_benign_prompts_with_its_input_checkpoint(revising_model,
     metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
                          sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
                          benign_data=_write(tmp_path / "benign.jsonl", prompts))
-    records = [json.loads(line) for line in (out / "self_answers.jsonl").read_text().splitlines()]
+    records = _read(out / "self_answers.jsonl")
     assert len(records) == 3 and metrics["self_answer_prompts"] == 3  # limited to self_answered_prompts
     assert [r["kept"] for r in records] == [True, True, False] and metrics["self_answered_rows"] == 2
     assert records[0]["answer"] == "Sure, step 1: open the door." and metrics["self_answer_refusal_rate"] == 1 / 3
     assert metrics["harmful_fraction"] == 6 / 14  # 6 harmful of 12 rows + 2 self-answered
-    probe = [json.loads(line) for line in (out / "overrefusal_probe.jsonl").read_text().splitlines()]
+    probe = _read(out / "overrefusal_probe.jsonl")
     assert len(probe) == 4 and [p["prompt"] for p in probe[:2]] == [prompts[0]["prompt"], prompts[1]["prompt"]]
     assert probe[0]["helpful"] == "Sure, step 1: open the door."
 
