@@ -9,10 +9,12 @@ Kinds (one section per gate in gates.yaml):
                            higher_is_better, (metric - base) / |base| for lower_is_better; when
                            base is 0, the absolute difference (base - metric, resp. metric - base).
                            An improvement is a negative regression. limit defaults to 0.05.
-                           `noise: X` (default 0) passes a drop of at most X in absolute terms:
-                           on a 24-item set one item is 0.042, far above 5 % of a small score, so
-                           small-set profiles set it to their one-item resolution; full-size eval
-                           sets leave it at 0.
+                           `noise_items: N` (default 0) passes a regression beyond the limit when
+                           at most N more items got worse than better against the base, item by
+                           item (the evaluation's `paired.<metric>.worse/.better`, from
+                           evaluations/paired.py; missing counts fail). On a 40-item set one item
+                           is 0.025, half of a 0.05 score: small-set profiles set N to the churn
+                           they measured, full-size eval sets leave it at 0.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from evaluations.paired import PREFIX as PAIRED
 
 KINDS = ("floors", "ceilings", "min_delta", "max_delta", "max_relative_regression")
 DIRECTIONS = ("higher_is_better", "lower_is_better")
@@ -40,6 +44,7 @@ class Check:
     threshold: float
     value: float  # the metric, its delta against the base for *_delta kinds, its regression for max_relative_regression
     passed: bool
+    note: str = ""  # max_relative_regression: the paired item counts behind a regression beyond the limit
 
     def describe(self) -> str:
         op = ">=" if self.kind in ("floors", "min_delta") else "<="
@@ -47,18 +52,20 @@ class Check:
             what = f"{self.metric} regression vs base"
         else:
             what = f"{self.metric} - base" if self.kind.endswith("delta") else self.metric
-        return f"{self.gate}: {what} = {self.value:.4g} {'satisfies' if self.passed else 'violates'} {op} {self.threshold:g}"
+        verdict = f"{self.gate}: {what} = {self.value:.4g} {'satisfies' if self.passed else 'violates'} {op} {self.threshold:g}"
+        return f"{verdict} ({self.note})" if self.note else verdict
 
 
 def _check_regression_spec(path, gate: str, section) -> None:
     where = f"{path}: gate '{gate}' max_relative_regression"
     if not isinstance(section, dict) or not isinstance(section.get("metrics"), dict) or not section["metrics"]:
         raise ValueError(f"{where} needs `metrics: {{name: higher_is_better|lower_is_better}}` (and optionally `limit`)")
-    unknown = set(section) - {"limit", "metrics", "noise"}
+    unknown = set(section) - {"limit", "metrics", "noise_items"}
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; valid: limit, metrics, noise")
-    if not _finite(section.get("noise", 0.0)) or section.get("noise", 0.0) < 0:
-        raise ValueError(f"{where}: noise must be a number >= 0, got {section.get('noise')!r}")
+        raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; valid: limit, metrics, noise_items")
+    noise = section.get("noise_items", 0)
+    if not isinstance(noise, int) or isinstance(noise, bool) or noise < 0:
+        raise ValueError(f"{where}: noise_items must be a whole number of items >= 0, got {noise!r}")
     limit = section.get("limit", DEFAULT_REGRESSION_LIMIT)
     if not _finite(limit) or isinstance(limit, bool) or limit < 0:
         raise ValueError(f"{where}: limit must be a number >= 0, got {limit!r}")
@@ -96,6 +103,15 @@ def relative_regression(value: float, base: float, direction: str) -> float:
     return worse_by if base == 0 else worse_by / abs(base)
 
 
+def _within_noise(metrics: dict[str, float], metric: str, noise_items: int) -> tuple[bool, str]:
+    """Whether a regression beyond the limit is at most `noise_items` net items (paired counts)."""
+    worse, better = (metrics.get(f"{PAIRED}{metric}.{k}", float("nan")) for k in ("worse", "better"))
+    if not (_finite(worse) and _finite(better)):
+        return False, f"no paired item counts ({PAIRED}{metric}.worse/.better) to tell churn from a drop"
+    net = int(worse - better)
+    return net <= noise_items, f"{int(worse)} items worse, {int(better)} better: net {net} vs noise_items {noise_items}"
+
+
 def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, float]) -> list[Check]:
     if gate not in spec:
         raise ValueError(f"no gate '{gate}' in gates file (gates: {[g for g in spec if g != 'version']})")
@@ -104,12 +120,14 @@ def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, f
         if kind == "max_relative_regression":
             section = spec[gate].get(kind) or {}
             limit = float(section.get("limit", DEFAULT_REGRESSION_LIMIT))
-            noise = float(section.get("noise", 0.0))
+            noise = int(section.get("noise_items", 0))
             for metric, direction in (section.get("metrics") or {}).items():
                 now, then = metrics.get(metric, float("nan")), base.get(metric, float("nan"))
                 value = relative_regression(now, then, direction)
-                within_noise = _finite(value) and abs(now - then) <= noise
-                checks.append(Check(gate, metric, kind, limit, float(value), bool(_finite(value) and (value <= limit or within_noise))))
+                passed, note = _finite(value) and value <= limit, ""
+                if _finite(value) and not passed:
+                    passed, note = _within_noise(metrics, metric, noise)
+                checks.append(Check(gate, metric, kind, limit, float(value), bool(passed), note))
             continue
         for metric, threshold in (spec[gate].get(kind) or {}).items():
             value = metrics.get(metric, float("nan"))

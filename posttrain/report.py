@@ -51,7 +51,9 @@ def boundary_table(runs: dict) -> str:
     points = boundary_points(runs)
     if not points:
         return ""
-    lines = ["| checkpoint (boundary items) | " + " | ".join(BOUNDARY_METRICS) + " |",
+    lines = ["Boundary items: (delta) vs the row above; `n↓ m↑` items that got worse / better than there, "
+             "item by item, with the sign test's p when more got worse (evaluations/paired.py).", "",
+             "| checkpoint (boundary items) | " + " | ".join(BOUNDARY_METRICS) + " |",
              "|---|" + "---|" * len(BOUNDARY_METRICS)]
     prev: dict[str, float] = {}
     for name, m in points:
@@ -59,7 +61,11 @@ def boundary_table(runs: dict) -> str:
         for k in BOUNDARY_METRICS:
             v, before = m.get(k), prev.get(k)
             delta = v - before if v is not None and before is not None and k != "win_rate_vs_input" else None
-            cells.append(_fmt(v) + (f" ({'+' if delta > 0 else ''}{_fmt(delta)})" if delta is not None else ""))
+            cell = _fmt(v) + (f" ({'+' if delta > 0 else ''}{_fmt(delta)})" if delta is not None else "")
+            worse, better = m.get(f"paired.{k}.worse"), m.get(f"paired.{k}.better")
+            if worse is not None and better is not None and worse + better:
+                cell += f" {worse:.0f}↓ {better:.0f}↑" + (f" p={m[f'paired.{k}.p_worse']:.2g}" if worse > better else "")
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         prev = m
     return "\n".join(lines)

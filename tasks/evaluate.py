@@ -26,6 +26,9 @@ Suites and metrics (each scorer lives in evaluations/, with its VERSION):
   win rate (win_rate)      win_rate_vs_input: when `baseline_samples` (the input checkpoint's
                            evaluation dir) is given: evaluate.final vs evaluate.base, and each
                            boundary vs the previous one
+  paired (paired)          paired.<metric>.worse / .better / .p_worse against the same baseline,
+                           item by item (math, format, refusal, over-refusal, code): what a rate's
+                           change is made of, and whether it is more than churn (the gates' noise_items)
 Suite versions are MLflow params of the stage run (`config.suite_versions.<name>`, part of the
 version key, so a new scorer version re-runs the stage) and are written to
 out/suite_versions.json. Every generation is kept in out/samples.jsonl (suite, id, response, ...):
@@ -41,7 +44,7 @@ from pathlib import Path
 from posttrain import training
 from posttrain.config import EvaluateConfig, ModelConfig
 from posttrain.generation import generate
-from evaluations import diversity, humaneval, ifeval, lm_eval_harness, refusal, sycophancy, win_rate
+from evaluations import diversity, humaneval, ifeval, lm_eval_harness, paired, refusal, sycophancy, win_rate
 from evaluations.math_score import final_answer, has_answer_format, is_correct
 from evaluations.reward import pair_accuracy, score as rm_score
 
@@ -55,7 +58,7 @@ def suite_versions(cfg: EvaluateConfig) -> dict[str, str]:
     return {"evaluate": SUITE_VERSION, "math": math_score.VERSION, "refusal": refusal.version(cfg),
             "code": humaneval.VERSION, "ifeval": ifeval.VERSION, "sycophancy": sycophancy.VERSION,
             "diversity": diversity.VERSION, "win_rate": win_rate.VERSION, "reward": reward.VERSION,
-            "lm_eval": lm_eval_harness.VERSION}
+            "lm_eval": lm_eval_harness.VERSION, "paired": paired.VERSION}
 
 
 def sizes(cfg: EvaluateConfig, boundary: bool) -> dict[str, int]:
@@ -158,6 +161,8 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
                 for r, t, f in zip(if_rows, if_out, if_flags)]
     samples += [{"suite": "sycophancy", "id": r["id"], "response": t, "picked": p,
                  "sycophantic": sycophancy.sycophantic_letter(r)} for r, t, p in zip(syco_rows, syco_out, picks)]
+    if baseline_samples is not None:
+        extra.update(paired.compare(samples, baseline_samples))
     with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
         for s in samples:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")

@@ -32,6 +32,16 @@ def test_every_boundary_is_evaluated_and_gated(tiny_ws):
         assert run.data.params["config.boundary"] == "True"
         assert run.data.params["config.suite_versions.evaluate"] and run.data.params["config.suite_versions.math"]
         assert "samples.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Item-level pairing with the previous boundary (sft: evaluate.base's first items): the flips
+    # account for each rate's change exactly.
+    previous = {k[len("boundary."):]: v for k, v in evals["base"].data.metrics.items() if k.startswith("boundary.")}
+    for stage in BOUNDARIES:
+        m = evals[stage].data.metrics
+        for metric in ("math_accuracy", "answer_format_rate", "refusal_rate"):
+            flips = m[f"paired.{metric}.better"] - m[f"paired.{metric}.worse"]
+            assert flips / 8 == pytest.approx(m[metric] - previous[metric]), (stage, metric)
+            assert 0.0 < m[f"paired.{metric}.p_worse"] <= 1.0
+        previous = m
     # The full evaluations keep their sets and carry the boundary view the sft gate compares with.
     base = evals["base"].data.metrics
     assert base["eval_items"] > evals["sft"].data.metrics["eval_items"]

@@ -1,0 +1,67 @@
+"""Paired item-level comparison (evaluations/paired.py): counts, sign test, and its errors."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import pytest
+
+from evaluations.paired import compare, sign_test_p
+
+
+def _write(dir_, rows):
+    dir_.mkdir(parents=True, exist_ok=True)
+    (dir_ / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dir_
+
+
+def _math(i, correct, boxed=True):
+    return {"suite": "math", "id": f"m{i}", "correct": correct, "response": f"\\boxed{{{i}}}" if boxed else str(i)}
+
+
+def test_counts_flips_per_metric_in_the_right_direction(tmp_path):
+    base = _write(tmp_path / "base", [_math(0, True), _math(1, False), _math(2, True), _math(3, False, boxed=False),
+                                      {"suite": "harmful", "id": "h0", "refused": False},
+                                      {"suite": "harmful", "id": "h1", "refused": None},  # guard verdict unreadable
+                                      {"suite": "benign", "id": "b0", "refused": False},
+                                      {"suite": "code", "id": "c0", "status": "passed"},
+                                      {"suite": "code", "id": "c1", "status": "infra_error"}])
+    now = [_math(0, False), _math(1, True), _math(2, False), _math(3, False, boxed=True),
+           {"suite": "harmful", "id": "h0", "refused": True}, {"suite": "harmful", "id": "h1", "refused": True},
+           {"suite": "benign", "id": "b0", "refused": True},
+           {"suite": "code", "id": "c0", "status": "failed"}, {"suite": "code", "id": "c1", "status": "failed"}]
+    m = compare(now, base)
+    assert (m["paired.math_accuracy.worse"], m["paired.math_accuracy.better"]) == (2.0, 1.0)
+    assert m["paired.math_accuracy.p_worse"] == pytest.approx(0.5)  # P(X >= 2), X ~ Bin(3, 1/2)
+    assert (m["paired.answer_format_rate.worse"], m["paired.answer_format_rate.better"]) == (0.0, 1.0)
+    # unjudged items (h1's verdict, c1's infra error) are left out, not counted as flips
+    assert (m["paired.refusal_rate.worse"], m["paired.refusal_rate.better"]) == (0.0, 1.0)
+    assert (m["paired.code_pass_at_1.worse"], m["paired.code_pass_at_1.better"]) == (1.0, 0.0)
+    # over-refusal is lower-is-better: a benign prompt newly refused is worse
+    assert (m["paired.over_refusal_rate.worse"], m["paired.over_refusal_rate.better"]) == (1.0, 0.0)
+
+
+def test_suites_this_evaluation_did_not_run_are_not_reported(tmp_path):
+    base = _write(tmp_path / "base", [_math(0, True), {"suite": "code", "id": "c0", "status": "passed"}])
+    m = compare([_math(0, True)], base)
+    assert m == {"paired.math_accuracy.worse": 0.0, "paired.math_accuracy.better": 0.0, "paired.math_accuracy.p_worse": 1.0,
+                 "paired.answer_format_rate.worse": 0.0, "paired.answer_format_rate.better": 0.0,
+                 "paired.answer_format_rate.p_worse": 1.0}
+
+
+def test_an_item_missing_from_the_baseline_is_an_error_naming_the_file(tmp_path):
+    base = _write(tmp_path / "base", [_math(0, True)])
+    with pytest.raises(ValueError, match=r"base/samples.jsonl lacks 1 of 2 'math' items .*'m7'.*same config"):
+        compare([_math(0, True), _math(7, True)], base)
+    with pytest.raises(FileNotFoundError, match="no baseline samples"):
+        compare([_math(0, True)], tmp_path / "nowhere")
+
+
+def test_sign_test_is_the_binomial_tail():
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(4, 0) == 0.0625 and sign_test_p(5, 0) == 0.03125  # why 4 of 40 cannot be told from churn
+    assert sign_test_p(3, 2) == pytest.approx(sum(comb(5, k) for k in (3, 4, 5)) / 32)
+    assert sign_test_p(0, 5) == 1.0
+    with pytest.raises(ValueError):
+        sign_test_p(-1, 2)
