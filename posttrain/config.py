@@ -340,7 +340,7 @@ class EvaluateConfig:
     # the FIRST N items of each listed suite, gated (gates.yaml section named after the stage)
     # against the previous boundary; for sft that is evaluate.base's score on the same first N
     # items (its `boundary.*` metrics), hence N <= the full size. Each boundary costs ~N x tokens:
-    # the default sizes keep one at <= ~45 s with SmolLM2 on 2 CPU cores (README timings).
+    # params.yaml's 40 math + 16 + 16 safety items take ~4 min with SmolLM2 on 2 CPU cores.
     boundary_suites: str = "math,safety"  # comma-separated from BOUNDARY_SUITES
     boundary_math_items: int = _r(1, 100_000, 8)  # <= math_items
     boundary_safety_items: int = _r(1, 100_000, 8)  # harmful prompts and as many benign; <= safety_items
