@@ -9,12 +9,13 @@ Kinds (one section per gate in gates.yaml):
                            higher_is_better, (metric - base) / |base| for lower_is_better; when
                            base is 0, the absolute difference (base - metric, resp. metric - base).
                            An improvement is a negative regression. limit defaults to 0.05.
-                           `noise_items: N` (default 0) passes a regression beyond the limit when
-                           at most N more items got worse than better against the base, item by
-                           item (the evaluation's `paired.<metric>.worse/.better`, from
-                           evaluations/paired.py; missing counts fail). On a 40-item set one item
-                           is 0.025, half of a 0.05 score: small-set profiles set N to the churn
-                           they measured, full-size eval sets leave it at 0.
+                           `alpha: A` (default 1) lets a regression beyond the limit pass when,
+                           item by item against the base (the evaluation's
+                           `paired.<metric>.worse/.better`, evaluations/paired.py; missing counts
+                           fail), the exact sign test cannot tell it from churn: p_worse >= A.
+                           The default 1 fails every regression beyond the limit (full-size eval
+                           sets); small-set profiles use 0.05: on 40 items one item is 0.025, half
+                           of a 0.05 score, and training flips a few items both ways.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluations.paired import PREFIX as PAIRED
+from evaluations.paired import PREFIX as PAIRED, sign_test_p
 
 KINDS = ("floors", "ceilings", "min_delta", "max_delta", "max_relative_regression")
 DIRECTIONS = ("higher_is_better", "lower_is_better")
@@ -60,12 +61,12 @@ def _check_regression_spec(path, gate: str, section) -> None:
     where = f"{path}: gate '{gate}' max_relative_regression"
     if not isinstance(section, dict) or not isinstance(section.get("metrics"), dict) or not section["metrics"]:
         raise ValueError(f"{where} needs `metrics: {{name: higher_is_better|lower_is_better}}` (and optionally `limit`)")
-    unknown = set(section) - {"limit", "metrics", "noise_items"}
+    unknown = set(section) - {"limit", "metrics", "alpha"}
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; valid: limit, metrics, noise_items")
-    noise = section.get("noise_items", 0)
-    if not isinstance(noise, int) or isinstance(noise, bool) or noise < 0:
-        raise ValueError(f"{where}: noise_items must be a whole number of items >= 0, got {noise!r}")
+        raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; valid: limit, metrics, alpha")
+    alpha = section.get("alpha", 1.0)
+    if not _finite(alpha) or isinstance(alpha, bool) or not 0 < alpha <= 1:
+        raise ValueError(f"{where}: alpha must be a significance level in (0, 1], got {alpha!r}")
     limit = section.get("limit", DEFAULT_REGRESSION_LIMIT)
     if not _finite(limit) or isinstance(limit, bool) or limit < 0:
         raise ValueError(f"{where}: limit must be a number >= 0, got {limit!r}")
@@ -103,13 +104,14 @@ def relative_regression(value: float, base: float, direction: str) -> float:
     return worse_by if base == 0 else worse_by / abs(base)
 
 
-def _within_noise(metrics: dict[str, float], metric: str, noise_items: int) -> tuple[bool, str]:
-    """Whether a regression beyond the limit is at most `noise_items` net items (paired counts)."""
+def _churn(metrics: dict[str, float], metric: str, alpha: float) -> tuple[bool, str]:
+    """Whether a regression beyond the limit is indistinguishable from churn: the paired sign
+    test's p_worse >= alpha (recomputed from the counts)."""
     worse, better = (metrics.get(f"{PAIRED}{metric}.{k}", float("nan")) for k in ("worse", "better"))
     if not (_finite(worse) and _finite(better)):
         return False, f"no paired item counts ({PAIRED}{metric}.worse/.better) to tell churn from a drop"
-    net = int(worse - better)
-    return net <= noise_items, f"{int(worse)} items worse, {int(better)} better: net {net} vs noise_items {noise_items}"
+    p = sign_test_p(int(worse), int(better))
+    return p >= alpha, f"{int(worse)} items worse, {int(better)} better: sign-test p = {p:.3g} vs alpha {alpha:g}"
 
 
 def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, float]) -> list[Check]:
@@ -120,13 +122,13 @@ def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, f
         if kind == "max_relative_regression":
             section = spec[gate].get(kind) or {}
             limit = float(section.get("limit", DEFAULT_REGRESSION_LIMIT))
-            noise = int(section.get("noise_items", 0))
+            alpha = float(section.get("alpha", 1.0))
             for metric, direction in (section.get("metrics") or {}).items():
                 now, then = metrics.get(metric, float("nan")), base.get(metric, float("nan"))
                 value = relative_regression(now, then, direction)
                 passed, note = _finite(value) and value <= limit, ""
                 if _finite(value) and not passed:
-                    passed, note = _within_noise(metrics, metric, noise)
+                    passed, note = _churn(metrics, metric, alpha)
                 checks.append(Check(gate, metric, kind, limit, float(value), bool(passed), note))
             continue
         for metric, threshold in (spec[gate].get(kind) or {}).items():

@@ -9,7 +9,7 @@ moves single items both ways (churn). For each tracked per-item outcome this log
                                     better, 1/2); 1.0 when nothing flipped
 Scale, for a reader of a small eval set: with 0 better, 4 worse items give p = 0.0625 and 5 give
 0.031, so on 40 items no drop under 5 items is distinguishable from churn whatever its relative
-size. The gates read worse - better (`noise_items` in evaluations/gates.yaml).
+size. The gates pass a regression beyond their limit only while p_worse >= their `alpha`.
 
 Items an evaluation could not judge (a guard verdict that did not parse, a sandbox infra error) are
 left out of the pair. An item of this evaluation that the input's samples lack is an error: both

@@ -248,8 +248,8 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
     stage's name for a boundary evaluation on the small subsets)."""
     import hashlib
 
-    from evaluations import (diversity, humaneval, ifeval, llama_guard, lm_eval_harness, math_score, refusal, reward,
-                             sycophancy, win_rate)
+    from evaluations import (diversity, humaneval, ifeval, llama_guard, lm_eval_harness, math_score, paired, refusal,
+                             reward, sycophancy, win_rate)
     from posttrain import sandbox
     from tasks import evaluate as task
 
@@ -271,8 +271,8 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
         config={"stage": config, "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length,
                 "suite_versions": task.suite_versions(p.evaluate), "boundary": boundary},
         inputs=inputs,
-        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, sandbox,
-                         llama_guard, lm_eval_harness),
+        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, paired,
+                         sandbox, llama_guard, lm_eval_harness),
         datasets={s: _dataset(data, s) for s in splits},
         body=lambda out: task.run(p.evaluate, p.model, model=policy.model, reward_model=rm.model,
                                   math_data=_path(data, "eval_math"), safety_data=_path(data, "eval_safety"),

@@ -28,7 +28,7 @@ Suites and metrics (each scorer lives in evaluations/, with its VERSION):
                            boundary vs the previous one
   paired (paired)          paired.<metric>.worse / .better / .p_worse against the same baseline,
                            item by item (math, format, refusal, over-refusal, code): what a rate's
-                           change is made of, and whether it is more than churn (the gates' noise_items)
+                           change is made of, and whether it is more than churn (the gates' alpha)
 Suite versions are MLflow params of the stage run (`config.suite_versions.<name>`, part of the
 version key, so a new scorer version re-runs the stage) and are written to
 out/suite_versions.json. Every generation is kept in out/samples.jsonl (suite, id, response, ...):

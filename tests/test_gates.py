@@ -104,29 +104,32 @@ def test_repo_gates_track_regressions():
     assert all(c.passed for c in gates.evaluate(spec, "final", {**zeros, "win_rate_vs_input": 0.5}, zeros))
 
 
-def test_regression_beyond_limit_passes_only_within_noise_items():
-    spec = {"version": 1, "final": {"max_relative_regression": {"limit": 0.05, "noise_items": 1,
+def test_regression_beyond_limit_passes_only_while_the_sign_test_calls_it_churn():
+    spec = {"version": 1, "final": {"max_relative_regression": {"limit": 0.05, "alpha": 0.05,
                                                                 "metrics": {"acc": "higher_is_better"}}}}
     paired = lambda worse, better: {"paired.acc.worse": worse, "paired.acc.better": better}  # noqa: E731
-    # 0.10 -> 0.075 on 40 items: -25 % relative, but one net item (2 worse, 1 better) is churn
-    [ok] = gates.evaluate(spec, "final", {"acc": 0.075, **paired(2.0, 1.0)}, {"acc": 0.10})
-    assert ok.passed and "net 1" in ok.describe()
-    # the same rate with two net items worse fails, and says so
-    [bad] = gates.evaluate(spec, "final", {"acc": 0.05, **paired(2.0, 0.0)}, {"acc": 0.10})
-    assert not bad.passed and "2 items worse, 0 better: net 2 vs noise_items 1" in bad.describe()
+    # 0.825 -> 0.775 on 40 items: -6 % relative, made of 3 items worse and 1 better (p = 5/16): churn
+    [ok] = gates.evaluate(spec, "final", {"acc": 0.775, **paired(3.0, 1.0)}, {"acc": 0.825})
+    assert ok.passed and "3 items worse, 1 better: sign-test p = 0.312 vs alpha 0.05" in ok.describe()
+    # five items worse and none better (p = 1/32) is a drop, and says so
+    [bad] = gates.evaluate(spec, "final", {"acc": 0.70, **paired(5.0, 0.0)}, {"acc": 0.825})
+    assert not bad.passed and "5 items worse, 0 better: sign-test p = 0.0312" in bad.describe()
     # no paired counts: a regression beyond the limit cannot be called churn
-    [blind] = gates.evaluate(spec, "final", {"acc": 0.075}, {"acc": 0.10})
+    [blind] = gates.evaluate(spec, "final", {"acc": 0.775}, {"acc": 0.825})
     assert not blind.passed and "no paired item counts" in blind.describe()
     # within the limit no counts are needed
-    [fine] = gates.evaluate(spec, "final", {"acc": 0.099}, {"acc": 0.10})
+    [fine] = gates.evaluate(spec, "final", {"acc": 0.80}, {"acc": 0.825})
     assert fine.passed and fine.note == ""
+    # without alpha (full-size sets) every regression beyond the limit fails, churn or not
+    del spec["final"]["max_relative_regression"]["alpha"]
+    assert not gates.evaluate(spec, "final", {"acc": 0.775, **paired(3.0, 1.0)}, {"acc": 0.825})[0].passed
 
 
-def test_noise_items_must_be_a_whole_count(tmp_path):
+def test_alpha_must_be_a_significance_level(tmp_path):
     f = tmp_path / "g.yaml"
-    for bad in ("0.05", "-1", "true"):
-        f.write_text(f"version: 1\nfinal:\n  max_relative_regression:\n    noise_items: {bad}\n    metrics: {{acc: higher_is_better}}\n")
-        with pytest.raises(ValueError, match="noise_items must be a whole number"):
+    for bad in ("0", "1.5", "-0.1", "true", "high"):
+        f.write_text(f"version: 1\nfinal:\n  max_relative_regression:\n    alpha: {bad}\n    metrics: {{acc: higher_is_better}}\n")
+        with pytest.raises(ValueError, match=r"alpha must be a significance level in \(0, 1\]"):
             gates.load(f)
     f.write_text("version: 1\nfinal:\n  max_relative_regression:\n    noise: 0.05\n    metrics: {acc: higher_is_better}\n")
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['noise'\]"):
@@ -141,22 +144,23 @@ def test_every_trained_stage_has_a_boundary_gate():
     assert sorted(s for s, *_ in STAGE_GATES.values()) == sorted(POLICY_STAGES)
     for stage in POLICY_STAGES:
         section = spec[stage]["max_relative_regression"]
-        assert section["limit"] == 0.05 and section["noise_items"] == 1  # one net item passes, two fail
+        assert section["limit"] == 0.05 and section["alpha"] == 0.05  # churn passes, a sign-test drop fails
         assert {"math_accuracy", "refusal_rate"} <= set(section["metrics"])
 
 
-def test_boundary_gate_one_item_passes_two_fail():
+def test_boundary_gate_passes_churn_and_fails_a_drop():
     spec = gates.load(ROOT / "evaluations" / "gates.yaml")
-    before = {"math_accuracy": 0.1, "answer_format_rate": 0.5, "refusal_rate": 0.25, "over_refusal_rate": 0.0}
+    before = {"math_accuracy": 0.1, "answer_format_rate": 0.825, "refusal_rate": 0.25, "over_refusal_rate": 0.0}
     now = {**before, "rm_score_mean": 0.1, "win_rate_vs_input": 0.5}
-    flips = lambda worse, better: {"paired.math_accuracy.worse": worse, "paired.math_accuracy.better": better}  # noqa: E731
-    assert all(c.passed for c in gates.evaluate(spec, "align", {**now, "math_accuracy": 0.075, **flips(1, 0)}, before))
-    failed = [c for c in gates.evaluate(spec, "align", {**now, "math_accuracy": 0.05, **flips(3, 1)}, before) if not c.passed]
-    assert [(c.metric, c.kind) for c in failed] == [("math_accuracy", "max_relative_regression")]
-    # reason's own target: not even its churn allowance beyond one item of 40
-    failed = [(c.metric, c.kind) for c in gates.evaluate(spec, "reason", {**now, "math_accuracy": 0.05, **flips(2, 0)}, before)
-              if not c.passed]
-    assert ("math_accuracy", "min_delta") in failed
+    flips = lambda worse, better: {"paired.answer_format_rate.worse": worse, "paired.answer_format_rate.better": better}  # noqa: E731
+    assert all(c.passed for c in gates.evaluate(spec, "align", {**now, "answer_format_rate": 0.775, **flips(3, 1)}, before))
+    failed = [c for c in gates.evaluate(spec, "align", {**now, "answer_format_rate": 0.70, **flips(5, 0)}, before) if not c.passed]
+    assert [(c.metric, c.kind) for c in failed] == [("answer_format_rate", "max_relative_regression")]
+    # reason's own target: at most one math item of 40 lost, churn or not
+    failed = [(c.metric, c.kind) for c in gates.evaluate(
+        spec, "reason", {**now, "math_accuracy": 0.05, "paired.math_accuracy.worse": 2, "paired.math_accuracy.better": 0}, before)
+        if not c.passed]
+    assert failed == [("math_accuracy", "min_delta")]
     # the safety stage's target: refusals may not fall at all
     failed = [c for c in gates.evaluate(spec, "safety", {**now, "refusal_rate": 0.1875}, before) if not c.passed]
     assert ("refusal_rate", "min_delta") in [(c.metric, c.kind) for c in failed]
