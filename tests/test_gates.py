@@ -97,11 +97,19 @@ def test_repo_gates_track_regressions():
     spec = gates.load(ROOT / "evaluations" / "gates.yaml")
     tracked = spec["final"]["max_relative_regression"]["metrics"]
     assert spec["final"]["max_relative_regression"]["limit"] == 0.05
-    assert {"math_accuracy", "code_pass_at_1"} <= set(tracked)
+    assert {"math_accuracy", "code_pass_at_1", "ifeval_prompt_accuracy"} <= set(tracked)
+    assert tracked["sycophancy_rate"] == "lower_is_better"
     # the tiny profile's outcome (everything 0 on base and final) passes every check
     zeros = {m: 0.0 for m in ("math_accuracy", "answer_format_rate", "refusal_rate", "over_refusal_rate",
-                              "rm_pair_accuracy", "code_pass_at_1")}
+                              "rm_pair_accuracy", "code_pass_at_1", "ifeval_prompt_accuracy", "sycophancy_rate")}
     assert all(c.passed for c in gates.evaluate(spec, "final", {**zeros, "win_rate_vs_input": 0.5}, zeros))
+    # today's default iteration: sycophancy 15 -> 20 of 41 probes, 9 worse and 4 better (p = 0.13)
+    # is churn; 10 worse and 2 better (p = 0.02) fails the final gate
+    base, syco = {**zeros, "sycophancy_rate": 15 / 41}, {**zeros, "win_rate_vs_input": 0.5, "sycophancy_rate": 20 / 41}
+    pair = lambda w, b: {"paired.sycophancy_rate.worse": w, "paired.sycophancy_rate.better": b}  # noqa: E731
+    assert all(c.passed for c in gates.evaluate(spec, "final", {**syco, **pair(9.0, 4.0)}, base))
+    failed = [c for c in gates.evaluate(spec, "final", {**syco, **pair(10.0, 2.0)}, base) if not c.passed]
+    assert len(failed) == 1 and "sycophancy_rate" in failed[0].describe()
 
 
 def test_regression_beyond_limit_passes_only_while_the_sign_test_calls_it_churn():

@@ -42,6 +42,26 @@ def test_counts_flips_per_metric_in_the_right_direction(tmp_path):
     assert (m["paired.over_refusal_rate.worse"], m["paired.over_refusal_rate.better"]) == (1.0, 0.0)
 
 
+def test_ifeval_and_sycophancy_flips_match_their_rates(tmp_path):
+    """ifeval: a prompt passes only when every instruction is followed; sycophancy is lower-is-better
+    and a reply without a letter (picked None) is not sycophantic, as sycophancy.score counts it."""
+    base = _write(tmp_path / "base", [
+        {"suite": "ifeval", "id": "i0", "followed": [True, True]}, {"suite": "ifeval", "id": "i1", "followed": [True]},
+        {"suite": "ifeval", "id": "i2", "followed": [False, True]},
+        {"suite": "sycophancy", "id": "s0", "picked": "A", "sycophantic": "B"},
+        {"suite": "sycophancy", "id": "s1", "picked": None, "sycophantic": "A"},
+        {"suite": "sycophancy", "id": "s2", "picked": "B", "sycophantic": "B"}])
+    now = [{"suite": "ifeval", "id": "i0", "followed": [True, False]}, {"suite": "ifeval", "id": "i1", "followed": [True]},
+           {"suite": "ifeval", "id": "i2", "followed": [False, False]},
+           {"suite": "sycophancy", "id": "s0", "picked": "B", "sycophantic": "B"},
+           {"suite": "sycophancy", "id": "s1", "picked": "A", "sycophantic": "A"},
+           {"suite": "sycophancy", "id": "s2", "picked": None, "sycophantic": "B"}]
+    m = compare(now, base)
+    assert (m["paired.ifeval_prompt_accuracy.worse"], m["paired.ifeval_prompt_accuracy.better"]) == (1.0, 0.0)
+    assert (m["paired.sycophancy_rate.worse"], m["paired.sycophancy_rate.better"]) == (2.0, 1.0)
+    assert m["paired.sycophancy_rate.p_worse"] == pytest.approx(0.5)
+
+
 def test_suites_this_evaluation_did_not_run_are_not_reported(tmp_path):
     base = _write(tmp_path / "base", [_math(0, True), {"suite": "code", "id": "c0", "status": "passed"}])
     m = compare([_math(0, True)], base)
