@@ -62,13 +62,19 @@ def boundary_table(runs: dict) -> str:
             v, before = m.get(k), prev.get(k)
             delta = v - before if v is not None and before is not None and k != "win_rate_vs_input" else None
             cell = _fmt(v) + (f" ({'+' if delta > 0 else ''}{_fmt(delta)})" if delta is not None else "")
-            worse, better = m.get(f"paired.{k}.worse"), m.get(f"paired.{k}.better")
-            if worse is not None and better is not None and worse + better:
-                cell += f" {worse:.0f}↓ {better:.0f}↑" + (f" p={m[f'paired.{k}.p_worse']:.2g}" if worse > better else "")
-            cells.append(cell)
+            cells.append(f"{cell} {_flips(m, k)}".rstrip())
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         prev = m
     return "\n".join(lines)
+
+
+def _flips(m: dict[str, float], k: str) -> str:
+    """`n↓ m↑` items of metric k that got worse / better than the baseline (evaluations/paired.py),
+    with the sign test's p when more got worse; "" without paired counts or flips."""
+    worse, better = m.get(f"paired.{k}.worse"), m.get(f"paired.{k}.better")
+    if worse is None or better is None or not worse + better:
+        return ""
+    return f"{worse:.0f}↓ {better:.0f}↑" + (f" p={m[f'paired.{k}.p_worse']:.2g}" if worse > better else "")
 
 
 def _runs(client, iteration: str) -> dict[str, object]:
@@ -90,11 +96,12 @@ def _fmt(x) -> str:
 def table(runs: dict) -> str:
     base = runs["evaluate.base"].data.metrics if "evaluate.base" in runs else {}
     final = runs["evaluate.final"].data.metrics if "evaluate.final" in runs else {}
-    lines = ["| metric | input (base) | final | delta |", "|---|---|---|---|"]
+    lines = ["| metric | input (base) | final | delta | items worse↓ / better↑ than base |", "|---|---|---|---|---|"]
     for m in EVAL_METRICS:
         b, f = base.get(m), final.get(m)
         delta = f - b if b is not None and f is not None else None
-        lines.append(f"| {m} | {_fmt(b)} | {_fmt(f)} | {'+' if delta and delta > 0 else ''}{_fmt(delta)} |")
+        lines.append(f"| {m} | {_fmt(b)} | {_fmt(f)} | {'+' if delta and delta > 0 else ''}{_fmt(delta)} | "
+                     f"{_flips(final, m) or '-'} |")
     boundary = boundary_table(runs)
     if boundary:
         lines += ["", boundary]

@@ -107,6 +107,7 @@ def test_report_card_table_and_plots(tiny_ws, tmp_path):
     proc = posttrain(ws, "report", it, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| math_accuracy |" in proc.stdout and "| refusal_rate |" in proc.stdout
+    assert "| items worse↓ / better↑ than base |" in proc.stdout  # evaluate.final's paired counts vs base
     assert "| checkpoint (boundary items) |" in proc.stdout and "items that got worse / better" in proc.stdout
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) >= 4 and all(p.stat().st_size > 5_000 for p in pngs)

@@ -85,3 +85,14 @@ def test_sign_test_is_the_binomial_tail():
     assert sign_test_p(0, 5) == 1.0
     with pytest.raises(ValueError):
         sign_test_p(-1, 2)
+
+
+def test_report_cell_shows_flips_and_p_only_when_more_got_worse():
+    from posttrain.report import _flips
+
+    m = {"paired.sycophancy_rate.worse": 9.0, "paired.sycophancy_rate.better": 4.0, "paired.sycophancy_rate.p_worse": 0.133,
+         "paired.math_accuracy.worse": 0.0, "paired.math_accuracy.better": 1.0, "paired.math_accuracy.p_worse": 1.0,
+         "paired.code_pass_at_1.worse": 0.0, "paired.code_pass_at_1.better": 0.0, "paired.code_pass_at_1.p_worse": 1.0}
+    assert _flips(m, "sycophancy_rate") == "9↓ 4↑ p=0.13"
+    assert _flips(m, "math_accuracy") == "0↓ 1↑"
+    assert _flips(m, "code_pass_at_1") == "" and _flips(m, "refusal_rate") == ""  # no flips / no counts
