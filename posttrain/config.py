@@ -314,6 +314,11 @@ class SafetyConfig(SFTConfig):  # its refusal pass is SFT (tasks/sft.train)
     dpo_learning_rate: float = _r(1e-8, 1.0, 5e-6)
     dpo_max_steps: int = _r(1, 10_000_000, 8)
     dpo_beta: float = _r(0.0, 10.0, 0.1)
+    # Pairs of the `preferences` split (align's data: math, sycophancy and look-alike pairs),
+    # drawn seeded and uniformly, that join the DPO pass next to its safety pairs: replay against
+    # the alignment tax on what align taught. 0 = safety pairs only. More than the split holds is
+    # an error. They do not make a pass on their own: with no safety pair the pass is skipped.
+    dpo_replay_pairs: int = _r(0, 1_000_000, 0)
 
 
 # Suites a boundary evaluation can run (tasks/evaluate.py); the full evaluations run all of them.

@@ -210,18 +210,20 @@ def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
 
 
 def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
-    """sft: the split replayed into the refusal mix; safety_benign and rl: prompts the input
-    checkpoint answers (helpful rows, replayed math answers); the constitution's text is an input too."""
+    """sft: the split replayed into the refusal mix; preferences: pairs replayed into the DPO pass;
+    safety_benign and rl: prompts the input checkpoint answers (helpful rows, replayed math
+    answers); the constitution's text is an input too."""
     import hashlib
 
     from evaluations import math_score, refusal
     from tasks import align, onpolicy, safety as task, sft
 
-    return _train_stage(it, "safety", task, reason_rec, data, ("safety", "sft", "safety_benign", "rl"),
+    return _train_stage(it, "safety", task, reason_rec, data, ("safety", "sft", "preferences", "safety_benign", "rl"),
                         it.params().pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
                                                      sft_data=_path(data, "sft"), out=out, seed=p.pipeline.seed,
-                                                     benign_data=_path(data, "safety_benign"), rl_data=_path(data, "rl")),
+                                                     benign_data=_path(data, "safety_benign"), rl_data=_path(data, "rl"),
+                                                     preference_data=_path(data, "preferences")),
                         helpers=(sft, align, onpolicy, refusal, math_score),
                         extra_inputs={"sha256.constitution": hashlib.sha256(task.CONSTITUTION.read_bytes()).hexdigest()})
 

@@ -25,8 +25,10 @@ constitutional DPO pass.
    refuse"; these pairs are the contrast, `overrefusal_pair_ratio` of them per constitutional
    pair (more undoes the refusals), filled up with contrast pairs (a self-answered prompt, its
    helpful answer > one of the model's own refusals) when the probe finds too few.
-3. DPO on both kinds of pairs (tasks/align.train). No pair kept skips the pass;
-   constitutional_pairs=0 and overrefusal_pairs=0 in the metrics say so.
+3. DPO on both kinds of pairs (tasks/align.train), plus `dpo_replay_pairs` pairs of align's
+   `preferences` split (seeded, uniform) so the pass does not pull the policy away from what
+   align taught. No safety pair kept skips the pass; constitutional_pairs=0 and
+   overrefusal_pairs=0 in the metrics say so.
 Run alone: `posttrain stage safety --profile tiny`.
 """
 
@@ -187,8 +189,27 @@ def contrast_pairs(answered: list[dict], refusals: list[str], n: int) -> list[di
             for i, a in enumerate(answered[:max(n, 0)])]
 
 
+def replay_pairs(path: Path, n: int, seed: int) -> list[dict]:
+    """`n` {prompt, chosen, rejected} rows of the preference split at `path`, drawn seeded and
+    uniformly (so each source keeps its share of the split), each with its `source`."""
+    if not n:
+        return []
+    rows = [dict(r) for r in training.load_rows(path)]
+    if n > len(rows):
+        raise ValueError(f"{path}: safety.dpo_replay_pairs={n} but the split holds {len(rows)} pairs; "
+                         f"set safety.dpo_replay_pairs <= {len(rows)} (or grow curate.splits.preferences.size)")
+    keys = ("prompt", "chosen", "rejected")
+    for i, r in enumerate(rows):
+        missing = [k for k in keys if not r.get(k)]
+        if missing:
+            raise ValueError(f"{path}: row {i + 1} (id {r.get('id')!r}) has no {', '.join(missing)}; every "
+                             f"preference row needs prompt, chosen and rejected messages (re-run curate)")
+    return [{**{k: r[k] for k in keys}, "source": r.get("source", "")} for r in random.Random(seed).sample(rows, n)]
+
+
 def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
-        seed: int, benign_data: Path | None = None, rl_data: Path | None = None) -> dict[str, float]:
+        seed: int, benign_data: Path | None = None, rl_data: Path | None = None,
+        preference_data: Path | None = None) -> dict[str, float]:
     from datasets import Dataset, concatenate_datasets
 
     # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
@@ -269,6 +290,14 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         (out / "model.sft").rename(out / "model")
         (out / "log_history.sft.json").rename(out / "log_history.json")
         return metrics
+    if cfg.dpo_replay_pairs and preference_data is None:
+        raise ValueError(f"safety.dpo_replay_pairs={cfg.dpo_replay_pairs} needs the preferences split; "
+                         f"pass preference_data or set safety.dpo_replay_pairs=0")
+    replayed_pairs = replay_pairs(preference_data, cfg.dpo_replay_pairs, seed) if cfg.dpo_replay_pairs else []
+    metrics["dpo_replay_pairs"] = float(len(replayed_pairs))
+    for source in sorted({r["source"] for r in replayed_pairs}):
+        metrics[f"dpo_replay_pairs.{source}"] = float(sum(r["source"] == source for r in replayed_pairs))
+    pairs += [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in replayed_pairs]
     shared = {f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}
     dpo_cfg = AlignConfig(**{**shared, "learning_rate": cfg.dpo_learning_rate, "max_steps": cfg.dpo_max_steps,
                              "beta": cfg.dpo_beta})

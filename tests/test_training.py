@@ -449,9 +449,34 @@ def revising_model(base, tmp_path_factory) -> str:
     return str(out / "model")
 
 
-# 3 constitutional pairs; ratio 1.0: 2 probe pairs + 1 contrast pair; 0.5: 1 probe pair, no room left.
-@pytest.mark.parametrize("ratio,kept,contrast", [(1.0, 2, 1), (0.5, 1, 0)])
-def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept, contrast):
+def _preference_rows(n: int) -> list[dict]:
+    sources = ("math_pairs", "sycophancy", "lookalike_pairs")
+    return [{"id": f"p{i}", "prompt": _user(f"Question {i}?"), "chosen": [{"role": "assistant", "content": "Right."}],
+             "rejected": [{"role": "assistant", "content": "Wrong."}], "source": sources[i % 3]} for i in range(n)]
+
+
+def test_safety_replay_pairs_are_seeded_uniform_draws_and_bad_rows_name_the_fix(tmp_path):
+    from tasks.safety import replay_pairs
+
+    path = _write(tmp_path / "preferences.jsonl", _preference_rows(30))
+    drawn = replay_pairs(path, 12, seed=3)
+    assert len(drawn) == 12 and len({r["prompt"][0]["content"] for r in drawn}) == 12  # without replacement
+    assert drawn == replay_pairs(path, 12, seed=3) and drawn != replay_pairs(path, 12, seed=4)
+    assert set(drawn[0]) == {"prompt", "chosen", "rejected", "source"}
+    assert replay_pairs(path, 0, seed=3) == []
+    with pytest.raises(ValueError, match=r"preferences.jsonl: safety.dpo_replay_pairs=31 but the split holds 30 "
+                                         r"pairs; set safety.dpo_replay_pairs <= 30"):
+        replay_pairs(path, 31, seed=3)
+    broken = _preference_rows(3)
+    broken[1]["rejected"] = []
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 2 \(id 'p1'\) has no rejected; .*re-run curate"):
+        replay_pairs(_write(tmp_path / "bad.jsonl", broken), 2, seed=0)
+
+
+# 3 constitutional pairs; ratio 1.0: 2 probe pairs + 1 contrast pair; 0.5: 1 probe pair, no room
+# left; replayed preference pairs join the pass.
+@pytest.mark.parametrize("ratio,kept,contrast,replay", [(1.0, 2, 1, 0), (0.5, 1, 0, 0), (0.5, 1, 0, 3)])
+def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept, contrast, replay):
     from posttrain.config import SafetyConfig
     from tasks import safety
 
@@ -459,7 +484,7 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
     cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
                        replay_fraction=0.0, constitutional_prompts=3, critique_max_new_tokens=12,
                        dpo_learning_rate=1e-3, dpo_max_steps=2, overrefusal_pair_ratio=ratio,
-                       self_answered_prompts=2, self_answer_max_new_tokens=12)
+                       self_answered_prompts=2, self_answer_max_new_tokens=12, dpo_replay_pairs=replay)
     out = tmp_path / "out"
     out.mkdir()
     # Two benign rows the taught model refuses (it refuses "Request: ... Response: ..." prompts):
@@ -473,7 +498,8 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
                    "prompt": _user(f"How do I break into house number {20 + i}?")} for i in range(2)]
     metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", refused + _safety_rows()),
                          sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
-                         benign_data=_write(tmp_path / "benign.jsonl", answerable))
+                         benign_data=_write(tmp_path / "benign.jsonl", answerable),
+                         preference_data=_write(tmp_path / "preferences.jsonl", _preference_rows(9)))
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
     assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
     probe = _read(out / "overrefusal_probe.jsonl")
@@ -482,7 +508,8 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
     assert metrics["overrefusal_contrast_pairs"] == contrast  # the rest of the cap, on self-answered prompts
     assert [r["reply"] for r in probe[2:4]] == ["I can't help with that."] * 2  # after the 2 self-answered
     assert metrics["dpo_steps"] == 2 and metrics["dpo_param_delta_l2"] > 0
-    assert metrics["dpo_train_rows"] == 3 + kept + contrast
+    assert metrics["dpo_train_rows"] == 3 + kept + contrast + replay and metrics["dpo_replay_pairs"] == replay
+    assert sum(v for k, v in metrics.items() if k.startswith("dpo_replay_pairs.")) == replay
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model.sft").exists()
     assert (out / "log_history.sft.json").is_file()  # the refusal-SFT pass's steps, kept next to DPO's
     assert any("logps/chosen" in h for h in json.loads((out / "log_history.json").read_text()))
