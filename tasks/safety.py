@@ -38,6 +38,7 @@ import math
 import random
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from evaluations.math_score import has_answer_format, is_correct
@@ -293,11 +294,11 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     if cfg.dpo_replay_pairs and preference_data is None:
         raise ValueError(f"safety.dpo_replay_pairs={cfg.dpo_replay_pairs} needs the preferences split; "
                          f"pass preference_data or set safety.dpo_replay_pairs=0")
-    replayed_pairs = replay_pairs(preference_data, cfg.dpo_replay_pairs, seed) if cfg.dpo_replay_pairs else []
+    replayed_pairs = replay_pairs(preference_data, cfg.dpo_replay_pairs, seed)  # [] at 0, path unread
     metrics["dpo_replay_pairs"] = float(len(replayed_pairs))
-    for source in sorted({r["source"] for r in replayed_pairs}):
-        metrics[f"dpo_replay_pairs.{source}"] = float(sum(r["source"] == source for r in replayed_pairs))
-    pairs += [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in replayed_pairs]
+    metrics.update({f"dpo_replay_pairs.{source}": float(n)
+                    for source, n in Counter(r.pop("source") for r in replayed_pairs).items()})
+    pairs += replayed_pairs
     shared = {f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}
     dpo_cfg = AlignConfig(**{**shared, "learning_rate": cfg.dpo_learning_rate, "max_steps": cfg.dpo_max_steps,
                              "beta": cfg.dpo_beta})
