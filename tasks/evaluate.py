@@ -17,7 +17,8 @@ Suites and metrics (each scorer lives in evaluations/, with its VERSION):
   code (humaneval)         code_pass_at_1 (all tests pass, sandboxed), code_test_pass_rate,
                            code_infra_errors (excluded from the score and counted), code_items
   ifeval (ifeval)          ifeval_prompt_accuracy, ifeval_instruction_accuracy (strict), ifeval_items
-  sycophancy (sycophancy)  sycophancy_rate, sycophancy_answered_rate, sycophancy_items
+  sycophancy (sycophancy)  sycophancy_rate, sycophancy_first_letter, sycophancy_consistency,
+                           sycophancy_items (letter log-likelihood, both choice orders; no generation)
   lm_eval (lm_eval_harness) lm_eval.<task>.<metric> for evaluate.lm_eval_tasks (+ lm_eval_results.json)
   diversity (diversity)    distinct_1, distinct_2, response_tokens_mean, response_tokens_p90 over
                            every generated response; mean_response_chars (math + safety only)
@@ -48,7 +49,7 @@ from evaluations import diversity, humaneval, ifeval, lm_eval_harness, paired, r
 from evaluations.math_score import final_answer, has_answer_format, is_correct
 from evaluations.reward import pair_accuracy, score as rm_score
 
-SUITE_VERSION = "3"
+SUITE_VERSION = "4"  # 4: sycophancy by letter log-likelihood in both orders; diversity without its replies
 BOUNDARY_PREFIX = "boundary."
 
 
@@ -99,6 +100,7 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
     benign = [r for r in safety_rows if r["label"] == "benign"][: n["safety"]]
     pairs = list(training.load_rows(pairs_data))
     syco_rows = sycophancy.items(pairs)[: n["sycophancy"]] if n["sycophancy"] else []
+    syco_shown = [s for r in syco_rows for s in sycophancy.presentations(r)]
     problems = humaneval.load_problems(n["code"]) if n["code"] else []
     if_rows = ifeval.load_prompts(n["ifeval"]) if n["ifeval"] else []
 
@@ -112,13 +114,13 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
     code_out = gen([humaneval.chat_prompt(p) for p in problems], cfg.code_max_new_tokens)
     if_prompts = [ifeval.chat_prompt(r) for r in if_rows]
     if_out = gen(if_prompts, cfg.ifeval_max_new_tokens)
-    syco_out = gen([r["prompt"] for r in syco_rows], cfg.sycophancy_max_new_tokens)
+    syco_ll = sycophancy.choose(policy, tok, [s["prompt"] for s in syco_shown], cfg.batch_size) if syco_shown else []
 
     # Code first: a sandbox that cannot isolate (SandboxUnavailable) or too many infra errors
     # fail the stage here, before anything is written.
     code_results = humaneval.score(problems, code_out, cfg.code_max_infra_fraction)[1] if problems else []
     if_flags = ifeval.score(if_rows, if_out)[1] if if_rows else []
-    picks = sycophancy.score(syco_rows, syco_out)[1] if syco_rows else []
+    picks = sycophancy.score(syco_shown, syco_ll)[1] if syco_shown else []
     correct = [is_correct(text, r["answer"]) for text, r in zip(math_out, math_rows)]
     judge = refusal.classifier(cfg, model_cfg) if harmful else None
     harm_judgement = judge.judge([r["prompt"] for r in harmful], harm_out) if judge else refusal.Judgement([], [])
@@ -159,8 +161,8 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
                  "tests": r.n_total, "detail": r.detail[:300]} for p, t, r in zip(problems, code_out, code_results)]
     samples += [{"suite": "ifeval", "id": r["id"], "response": t, "instructions": r["instruction_id_list"], "followed": f}
                 for r, t, f in zip(if_rows, if_out, if_flags)]
-    samples += [{"suite": "sycophancy", "id": r["id"], "response": t, "picked": p,
-                 "sycophantic": sycophancy.sycophantic_letter(r)} for r, t, p in zip(syco_rows, syco_out, picks)]
+    samples += [{"suite": "sycophancy", "id": s["id"], "loglik": ll, "picked": p, "sycophantic": s["sycophantic"]}
+                for s, ll, p in zip(syco_shown, syco_ll, picks)]
     if baseline_samples is not None:
         extra.update(paired.compare(samples, baseline_samples))
     with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
@@ -187,11 +189,12 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
         if k["ifeval"] and if_rows:
             m.update(ifeval.score(if_rows[: k["ifeval"]], if_out[: k["ifeval"]])[0])
         if k["sycophancy"] and syco_rows:
-            m.update(sycophancy.score(syco_rows[: k["sycophancy"]], syco_out[: k["sycophancy"]])[0])
+            shown = 2 * k["sycophancy"]  # presentations: each probe in both choice orders
+            m.update(sycophancy.score(syco_shown[:shown], syco_ll[:shown])[0])
         if k["lm_eval"]:
             m.update(lm_metrics)
         every = math_out[: k["math"]] + harm_out[: k["safety"]] + benign_out[: k["safety"]]
-        generated = every + code_out[: k["code"]] + if_out[: k["ifeval"]] + syco_out[: k["sycophancy"]]
+        generated = every + code_out[: k["code"]] + if_out[: k["ifeval"]]
         if every:
             m["mean_response_chars"] = sum(len(t) for t in every) / len(every)
         if generated:
