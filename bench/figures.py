@@ -79,7 +79,7 @@ class Context:
     _n: int = 0
 
     def params(self, profile: str, sets: list[str] | tuple[str, ...] = ()):
-        from posttrain.config import load_params
+        from core.config import load_params
 
         return load_params(self.ws.root / "params.yaml", profile, list(sets))
 
@@ -102,7 +102,7 @@ class Context:
     def base_checkpoint(self, profile: str) -> str:
         """The profile's base checkpoint, converted/built before any timer starts (one-time cost)."""
         if profile not in self.base:
-            code = ("import sys; from posttrain import models; from posttrain.config import load_params; "
+            code = ("import sys; from posttrain import models; from core.config import load_params; "
                     "p = load_params('params.yaml', sys.argv[1]); print(models.base_model(p.model, p.pipeline.seed))")
             proc = subprocess.run([sys.executable, "-c", code, profile], cwd=self.ws.root, env=self.ws.env(),
                                   capture_output=True, text=True, timeout=self.plan.timeout_s)
@@ -194,7 +194,7 @@ def figure_2(ctx: Context) -> dict:
 
 
 def figure_3(ctx: Context) -> dict:
-    from posttrain import dag
+    from pipeline import dag
 
     profile = ctx.plan.profile
     full = ctx.full_iterations(profile)
@@ -257,7 +257,7 @@ def _ours(ctx: Context, profile: str, sets: list[str]) -> dict:
 def _stage_train_rows(ctx: Context, cfg) -> Path:
     """The rows our sft stage trains on (the curated split less the rows it holds out for its eval
     loss), as JSONL for the plain script: the same data in the same order, hence the same batches."""
-    from posttrain import training
+    from core import training
     from tasks.sft import holdout
 
     path = ctx.scratch / f"sft-train-rows-{cfg.max_examples}-{cfg.eval_rows}.jsonl"
@@ -345,7 +345,7 @@ def packing_in_stage() -> bool:
     """Whether our sft stage has a `packing` setting yet (another change adds `sft.packing`)."""
     import dataclasses
 
-    from posttrain.config import SFTConfig
+    from core.config import SFTConfig
 
     return "packing" in {f.name for f in dataclasses.fields(SFTConfig)}
 

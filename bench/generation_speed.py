@@ -1,4 +1,4 @@
-"""Worker for figure 6: posttrain/generation.py batched vs one-by-one, same prompts, same process.
+"""Worker for figure 6: core/generation.py batched vs one-by-one, same prompts, same process.
 
     python -m bench.generation_speed --project WS --profile tiny --prompts 8 --max-new-tokens 16 \
         --batch-size 8 --reps 3 --result result.json
@@ -32,9 +32,9 @@ def main() -> None:
 
     import torch
 
-    from posttrain import models, training
-    from posttrain.config import load_params
-    from posttrain.generation import generate
+    from core import models, training
+    from core.config import load_params
+    from core.generation import generate
 
     project = Path(args.project)
     p = load_params(project / "params.yaml", args.profile)

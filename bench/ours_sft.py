@@ -28,8 +28,8 @@ def main() -> None:
     import torch
     import trl  # noqa: F401  (import cost outside the timer, as in the plain script)
 
-    from posttrain import models
-    from posttrain.config import load_params
+    from core import models
+    from core.config import load_params
     from tasks import sft
 
     project = Path(args.project)
@@ -62,10 +62,10 @@ def main() -> None:
 
 # Parts of the stage body timed separately (module, attribute), so the record says where the time
 # outside the training loop goes. `fit` is the training loop (with in-stage checkpoints).
-PHASES = (("posttrain.training", "load_tokenizer"), ("posttrain.training", "load_policy"),
-          ("posttrain.training", "load_rows"), ("posttrain.training", "snapshot"), ("tasks.sft", "holdout"),
-          ("tasks.sft", "trainer"), ("trl", "SFTTrainer.evaluate"), ("posttrain.training", "fit"),
-          ("posttrain.training", "finish"), ("posttrain.training", "param_change"))
+PHASES = (("core.training", "load_tokenizer"), ("core.training", "load_policy"),
+          ("core.training", "load_rows"), ("core.training", "snapshot"), ("tasks.sft", "holdout"),
+          ("tasks.sft", "trainer"), ("trl", "SFTTrainer.evaluate"), ("core.training", "fit"),
+          ("core.training", "finish"), ("core.training", "param_change"))
 NESTED = ("param_change",)  # runs inside `finish`: not added again to the total
 
 

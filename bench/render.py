@@ -282,9 +282,9 @@ def _side_by_side(a: dict, b: dict) -> list[str]:
     right = sorted(b.items(), key=lambda kv: -kv[1])
     rows = []
     for i in range(max(len(left), len(right))):
-        l = f"`{left[i][0]}` | {left[i][1]:.1f}" if i < len(left) else " | "
-        r = f"`{right[i][0]}` | {right[i][1]:.1f}" if i < len(right) else " | "
-        rows.append(f"| {l} | {r} |")
+        lhs = f"`{left[i][0]}` | {left[i][1]:.1f}" if i < len(left) else " | "
+        rhs = f"`{right[i][0]}` | {right[i][1]:.1f}" if i < len(right) else " | "
+        rows.append(f"| {lhs} | {rhs} |")
     return rows
 
 
@@ -309,7 +309,7 @@ def _fig5(fig: dict) -> list[str]:
 def _fig6(fig: dict) -> list[str]:
     s = fig["summary"]
     return [
-        f"`posttrain/generation.py` on the first {s['prompts']} eval_math prompts, greedy, ≤ {s['max_new_tokens']} new "
+        f"`core/generation.py` on the first {s['prompts']} eval_math prompts, greedy, ≤ {s['max_new_tokens']} new "
         f"tokens, batch {s['batch_size']} (evaluate.batch_size) vs 1, same process, order alternating per repetition. "
         "Tokens = generated ids up to and including the end-of-turn token.",
         "",

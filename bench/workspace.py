@@ -1,6 +1,5 @@
-"""A throwaway copy of the project for benchmarks: its own git repo, runs/ and Prefect home, so a
-benchmark never reads or writes the real runs/ (the same recipe as tests/conftest.make_workspace).
-"""
+"""A throwaway copy of the project for benchmarks and tests: its own git repo, runs/ and Prefect
+home, so neither ever reads or writes the real runs/."""
 
 from __future__ import annotations
 
@@ -14,27 +13,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-# What a checkout holds; runs/, data outputs and caches are produced, not copied.
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "data/curate_stats.json", "pyproject.toml", ".dvc/config",
-                 ".dvcignore", ".gitignore", "data/curated/.gitignore", "data/waivers.yaml", "posttrain", "tasks", "flows",
-                 "evaluations",
-                 "bench")  # the workers run from the snapshot too, with the code they measure
+# Earlier benchmark results are not part of what a benchmark runs on.
+SKIP = ("bench/results/",)
+
+
+def checkout_files(source: Path = ROOT) -> list[str]:
+    """What a fresh clone of `source` holds (tracked files, plus new ones git does not ignore), as
+    paths relative to it: the code, params.yaml, dvc.yaml/dvc.lock, data contracts. runs/, data
+    outputs and caches are produced, never copied."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=source, check=True,
+                            capture_output=True, text=True).stdout.splitlines()
+    return [f for f in listed if not f.startswith(SKIP) and (source / f).is_file()]
 
 
 def make(dest: Path, source: Path = ROOT) -> Path:
-    """A fresh git + DVC checkout of the project at `source` (this checkout) in `dest`."""
-    for rel in PROJECT_FILES:
-        src = source / rel
-        if src.is_dir():
-            skip = ("__pycache__", "results") if rel == "bench" else ("__pycache__",)  # not earlier results
-            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns(*skip))
-        elif src.exists():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    """A fresh git + DVC checkout of the project at `source` (this checkout) in `dest`: tests and
+    benchmarks run on it, never on the real runs/."""
+    for rel in checkout_files(source):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, dest / rel)
+    git = ["git", "-c", "user.name=posttrain", "-c", "user.email=posttrain@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-qm", "bench workspace"], cwd=dest, check=True)
+    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=dest, check=True)
     return dest
 
 

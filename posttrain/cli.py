@@ -60,7 +60,7 @@ def _table(records: list[dict]) -> None:
 
 def _run_flow(call) -> int:
     from evaluations.gates import GateFailed
-    from posttrain.runner import StageFailed
+    from pipeline.runner import StageFailed
 
     try:
         records = call()
@@ -77,8 +77,8 @@ def _run_flow(call) -> int:
 
 def _load(args):
     """Validate the configuration before anything starts; exit code 2 names the bad key."""
-    from posttrain.config import load_params
-    from posttrain.paths import layout
+    from core.config import load_params
+    from core.paths import layout
 
     lay = layout(args.project)
     params = load_params(lay.params, args.profile, args.set)
@@ -94,10 +94,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_rerun(args) -> int:
-    from posttrain.paths import layout
+    from core.paths import layout
 
     lay = layout(args.project)
-    from posttrain import tracking
+    from core import tracking
 
     tracking.configure(lay.runs)
     from mlflow import MlflowClient
@@ -120,7 +120,7 @@ def cmd_serve(args) -> int:
     from prefect import serve
 
     from flows.iteration import full_iteration, rerun_stage
-    from posttrain import recovery
+    from pipeline import recovery
 
     recovery.ensure_zombie_automation(args.zombie_window)
 
@@ -132,8 +132,9 @@ def cmd_serve(args) -> int:
 
 def cmd_reconcile(args) -> int:
     """Mark iterations whose process died (SIGKILL, OOM) KILLED in MLflow and Crashed in Prefect."""
-    from posttrain import recovery, tracking
-    from posttrain.paths import layout
+    from core import tracking
+    from core.paths import layout
+    from pipeline import recovery
 
     lay = layout(args.project)
     tracking.configure(lay.runs)
@@ -147,8 +148,9 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from posttrain import report, tracking
-    from posttrain.paths import layout
+    from core import tracking
+    from core.paths import layout
+    from posttrain import report
 
     lay = layout(args.project)
     tracking.configure(lay.runs)
@@ -168,8 +170,9 @@ def cmd_plan(args) -> int:
 def cmd_lineage(args) -> int:
     import json
 
-    from posttrain import lineage, tracking
-    from posttrain.paths import layout
+    from core import tracking
+    from core.paths import layout
+    from posttrain import lineage
 
     lay = layout(args.project)
     tracking.configure(lay.runs)
@@ -181,11 +184,11 @@ def cmd_lineage(args) -> int:
 
 def cmd_stage(args) -> int:
     """One stage without a flow: `curate` is what `dvc repro` calls; every other stage runs through
-    posttrain.standalone (also on every process of a torchrun / accelerate launch)."""
+    pipeline.standalone (also on every process of a torchrun / accelerate launch)."""
     lay, params = _load(args)
     if args.name == "curate":
-        from tasks import curate
-        from tasks.validate import DataValidationError
+        from tasks.curate import pipeline as curate
+        from tasks.curate.validate import DataValidationError
 
         try:
             counts = curate.run(params.curate, lay.curated)
@@ -194,7 +197,8 @@ def cmd_stage(args) -> int:
             return 1
         print("\n".join(f"{k}: {int(v)}" for k, v in counts.items()))
         return 0
-    from posttrain import distributed, standalone
+    from core import distributed
+    from pipeline import standalone
 
     iteration = args.iteration or os.environ.get("MLFLOW_PARENT_RUN_ID") or None
 
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=None, help="project root holding params.yaml (default: current dir)")
     sub = parser.add_subparsers(dest="command", required=True)
-    from posttrain.dag import ORDER
+    from pipeline.dag import ORDER
 
     stages = [n for n in ORDER if n != "base"]
     for name, fn, helptext in (("run", cmd_run, "run one iteration of the pipeline"),
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.project:
         args.project = str(Path(args.project).resolve())
-    from posttrain.config import ConfigError
+    from core.config import ConfigError
 
     try:
         return args.fn(args)

@@ -5,7 +5,7 @@
 Per stage: nodes x GPUs, per-GPU memory (weights, gradients, optimizer states, activations, other)
 under the profile's sharding, tokens processed, optimizer steps, GPU-hours, wall hours and cost,
 then the iteration total. Every input comes from the profile's entry in params.yaml (`profiles:`),
-validated by posttrain/config.py first. The throughput model is a range, not a point: the low
+validated by core/config.py first. The throughput model is a range, not a point: the low
 GPU-hours use the high end of the utilisation assumptions and vice versa. Its sources are in
 ASSUMPTIONS and are printed with every plan; where a 70B estimate is outside 2x of DOMAIN.md's
 reference the plan says why, in numbers.
@@ -194,10 +194,10 @@ class StagePlan:
 def load_profile(name: str, project: str | Path | None = None, path: str | Path | None = None) -> dict:
     """The mapping of one GPU profile from params.yaml's `profiles:` (or the params file `path`).
 
-    The whole profile is validated by posttrain/config.py first, so a plan never prices a profile
+    The whole profile is validated by core/config.py first, so a plan never prices a profile
     that `posttrain run` would reject; the plan then reads the profile's own values."""
-    from posttrain.config import ConfigError, load_params
-    from posttrain.paths import layout
+    from core.config import ConfigError, load_params
+    from core.paths import layout
 
     file = Path(path) if path else layout(project).project / PROFILES
     profiles = (yaml.safe_load(file.read_text()) or {}).get("profiles") or {}

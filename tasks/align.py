@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posttrain import stage_data, training
-from posttrain.config import AlignConfig, ModelConfig
-from tasks import onpolicy
+from core import training
+from core.config import AlignConfig, ModelConfig
+from tasks import onpolicy, stage_data
 
 
 def _trainer(cfg: AlignConfig, model_cfg: ModelConfig, policy, tok, dataset, out: Path, seed: int):

@@ -1,6 +1,6 @@
 """evaluate: score a policy checkpoint on held-out sets (and its reward model on held-out pairs).
 
-Two sizes of the same evaluation (posttrain/stages.py wires them):
+Two sizes of the same evaluation (pipeline/stages.py wires them):
   full      evaluate.base (the input checkpoint) and evaluate.final (the last stage): every suite
             on its configured set. Also logs `boundary.<metric>`: the same scores restricted to
             the boundary items (the first N of each suite), the sft gate's baseline.
@@ -42,12 +42,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from posttrain import training
-from posttrain.config import EvaluateConfig, ModelConfig
-from posttrain.generation import generate
-from evaluations import diversity, humaneval, ifeval, lm_eval_harness, paired, refusal, sycophancy, win_rate
+from core import training
+from core.config import EvaluateConfig, ModelConfig
+from core.generation import generate
+from evaluations import diversity, humaneval, ifeval, judges, lm_eval_harness, paired, refusal, sycophancy, win_rate
 from evaluations.math_score import final_answer, has_answer_format, is_correct
-from evaluations.reward import pair_accuracy, score as rm_score
+from evaluations.reward import pair_accuracy
+from evaluations.reward import score as rm_score
 
 SUITE_VERSION = "4"  # 4: sycophancy by letter log-likelihood in both orders; diversity without its replies
 BOUNDARY_PREFIX = "boundary."
@@ -56,7 +57,7 @@ BOUNDARY_PREFIX = "boundary."
 def suite_versions(cfg: EvaluateConfig) -> dict[str, str]:
     from evaluations import math_score, reward
 
-    return {"evaluate": SUITE_VERSION, "math": math_score.VERSION, "refusal": refusal.version(cfg),
+    return {"evaluate": SUITE_VERSION, "math": math_score.VERSION, "refusal": judges.version(cfg),
             "code": humaneval.VERSION, "ifeval": ifeval.VERSION, "sycophancy": sycophancy.VERSION,
             "diversity": diversity.VERSION, "win_rate": win_rate.VERSION, "reward": reward.VERSION,
             "lm_eval": lm_eval_harness.VERSION, "paired": paired.VERSION}
@@ -122,7 +123,7 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
     if_flags = ifeval.score(if_rows, if_out)[1] if if_rows else []
     picks = sycophancy.score(syco_shown, syco_ll)[1] if syco_shown else []
     correct = [is_correct(text, r["answer"]) for text, r in zip(math_out, math_rows)]
-    judge = refusal.classifier(cfg, model_cfg) if harmful else None
+    judge = judges.classifier(cfg, model_cfg) if harmful else None
     harm_judgement = judge.judge([r["prompt"] for r in harmful], harm_out) if judge else refusal.Judgement([], [])
     over = [refusal.is_refusal(t) for t in benign_out]
     lm_metrics = {}

@@ -2,7 +2,7 @@
 best vs worst. Used by align (`on_policy: true`, one iterative-DPO round) and by reason's
 rejection-sampling SFT (best-of-N only).
 
-Scoring: the verifier first where a row names one (`verifier` + `answer`, tasks/verifiers.py), then
+Scoring: the verifier first where a row names one (`verifier` + `answer`, evaluations/verifiers.py), then
 the reward model as the tie-break and as the only signal for open-ended prompts. A prompt whose
 samples all score the same gives no pair (no preference to learn).
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core import generation, training
+from core.config import ModelConfig
+from evaluations import verifiers
 from evaluations.reward import score
-from posttrain import generation, training
-from posttrain.config import ModelConfig
-from tasks import verifiers
 
 
 def sample_and_score(*, policy: str, reward_model: str | None, model_cfg: ModelConfig, rows, n: int,

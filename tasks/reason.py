@@ -2,7 +2,7 @@
 DAPO-style) or rejection-sampling SFT (method rs_sft: best-of-N by verifier, then SFT on the kept
 samples via tasks/sft.train).
 
-Rewards (tasks/verifiers.py, dispatched on each row's `verifier`): math via math-verify (1/0),
+Rewards (evaluations/verifiers.py, dispatched on each row's `verifier`): math via math-verify (1/0),
 code by running its tests in the sandbox (share passed), ifeval by if-verifiable (share
 followed); plus a small format reward for a \\boxed{} answer on math rows that bootstraps a model
 that never uses the format. Monitors, from TRL's per-step logs (all steps also go to MLflow):
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core import distributed, training
+from core.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
+from core.generation import generate
+from evaluations import verifiers
 from evaluations.math_score import has_answer_format
-from posttrain import distributed, stage_data, training
-from posttrain.generation import generate
-from posttrain.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
-from tasks import onpolicy, sft, verifiers
+from tasks import onpolicy, sft, stage_data
 
-EVAL_BATCH = 8  # held-out generation batch (sequences): ~7x one-by-one on CPU (posttrain/generation.py)
+EVAL_BATCH = 8  # held-out generation batch (sequences): ~7x one-by-one on CPU (core/generation.py)
 FORMAT_WEIGHT = 0.1  # small next to correctness (1.0), so the format cannot be the whole reward
 # TRL log key -> our metric (mean over the logged steps).
 MONITORS = {"frac_reward_zero_std": "frac_zero_std_groups", "completions/mean_length": "completion_length_mean",

@@ -18,9 +18,10 @@ import json
 import statistics
 from pathlib import Path
 
+from core import training
+from core.config import ModelConfig, RewardModelConfig
 from evaluations.reward import pair_accuracy, score
-from posttrain import stage_data, training
-from posttrain.config import ModelConfig, RewardModelConfig
+from tasks import stage_data
 
 # Templated replies whose quality is known without a judge. The compliance reply is the same for
 # harmful and benign prompts, so only the prompt decides which side of the pair is better.

@@ -41,11 +41,11 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from core import generation, training
+from core.config import AlignConfig, ModelConfig, SafetyConfig, TrainConfig
 from evaluations.math_score import has_answer_format, is_correct
 from evaluations.refusal import is_refusal
-from posttrain import generation, stage_data, training
-from posttrain.config import AlignConfig, ModelConfig, SafetyConfig, TrainConfig
-from tasks import align, onpolicy, sft
+from tasks import align, onpolicy, sft, stage_data
 
 CONSTITUTION = Path(__file__).with_name("constitution.md")
 

@@ -12,8 +12,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from posttrain import stage_data, training
-from posttrain.config import ModelConfig, SFTConfig
+from core import training
+from core.config import ModelConfig, SFTConfig
+from tasks import stage_data
 
 
 def holdout(dataset, n: int, column: str = "messages"):
@@ -33,7 +34,8 @@ def holdout(dataset, n: int, column: str = "messages"):
 def trainer(cfg: SFTConfig, model_cfg: ModelConfig, *, policy, tokenizer, dataset, out: Path, seed: int,
             eval_dataset=None, phase: str = ""):
     """The SFTTrainer for assistant-only SFT of `policy` on a `messages` dataset (tests inspect it)."""
-    from trl import SFTConfig as TRLSFTConfig, SFTTrainer
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
 
     args = TRLSFTConfig(
         **training.trainer_kwargs(cfg, model_cfg, out, seed, phase),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import workspace
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,11 +20,6 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-# What a checkout holds; runs/, data outputs and caches are produced, not copied.
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", "data/curate_stats.json", "pyproject.toml", ".dvc/config", ".dvcignore",
-                 ".gitignore", "data/curated/.gitignore", "data/waivers.yaml", "posttrain", "tasks", "flows", "evaluations", "tests/fixtures")
-
-
 # What `dvc repro` of the data pipeline produces: its outs (gitignored) and the DVC cache holding
 # them. DVC counts an out as changed when its cache entry is missing, so both travel together.
 DATA_OUTPUTS = ("data/staging", "data/curated", ".dvc/cache")
@@ -35,21 +32,10 @@ def make_workspace(dest: Path, data_from: Path | None = None) -> Path:
     checkout after `dvc pull` has them: the flow's `dvc repro` then finds nothing changed instead of
     spending ~1 min per workspace re-curating identical data. The curation itself is tested where it
     runs for real: curated_ws and tests/test_data_dvc.py."""
-    for rel in PROJECT_FILES:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
     if data_from is not None:
         for rel in DATA_OUTPUTS:
             shutil.copytree(data_from / rel, dest / rel, dirs_exist_ok=True)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-qm", "workspace"], cwd=dest, check=True)
-    return dest
+    return workspace.make(dest)
 
 
 # Fake credentials, one random set per test session, in every workspace process's environment, as
@@ -84,8 +70,8 @@ def posttrain(ws: Path, *args: str, timeout: int = 600) -> subprocess.CompletedP
 @pytest.fixture(scope="session")
 def curated(tmp_path_factory) -> Path:
     """The curated splits, built once per session with the real curate stage."""
-    from posttrain.config import load_params
-    from tasks import curate
+    from core.config import load_params
+    from tasks.curate import pipeline as curate
 
     out = tmp_path_factory.mktemp("curated") / "curated"
     curate.run(load_params(ROOT / "params.yaml").curate, out, root=ROOT)

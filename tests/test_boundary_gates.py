@@ -8,7 +8,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import children, iteration_id, latest_iteration, mlflow_client, posttrain, prefect_state
 
 pytestmark = pytest.mark.e2e

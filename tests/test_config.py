@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.config import ConfigError, load_params
+from core.config import ConfigError, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"

@@ -3,16 +3,15 @@ params.yaml <-> dvc.yaml <-> code agree; README <-> .ci/run agree."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from posttrain.config import SECTIONS
-from tasks import curate
-from tasks.validate import DataValidationError, validate_split
+from core.config import SECTIONS
+from tasks.curate import pipeline as curate
+from tasks.curate.validate import DataValidationError, validate_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,8 +109,8 @@ def test_assistant_mask_covers_reply_and_end_of_turn_only():
     """The chat template's generation markers: TRL's assistant_only_loss trains on exactly these."""
     from transformers import AutoTokenizer
 
-    from posttrain.config import ModelConfig
-    from posttrain.models import gguf_tokenizer_dir
+    from core.config import ModelConfig
+    from core.models import gguf_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(gguf_tokenizer_dir(ModelConfig()))
     out = tok.apply_chat_template(_msg(("user", "What is 2+2?"), ("assistant", "It is 4.")), tokenize=True,
@@ -125,7 +124,7 @@ def test_assistant_mask_covers_reply_and_end_of_turn_only():
 def test_dvc_yaml_matches_code_and_params():
     """Every split is built by one DVC stage that reads its params and published by the last
     stage; every key a stage reads exists; local source files are deps of their stage."""
-    from posttrain.dvc import CURATE_TARGET
+    from core.dvc import CURATE_TARGET
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -136,7 +135,7 @@ def test_dvc_yaml_matches_code_and_params():
         assert len(builders) == 1, split
         st = stages[builders[0]]
         assert f"data/staging/{split}.jsonl" in st["outs"] and f"data/staging/{split}.jsonl" in publish["deps"]
-        assert split in st["cmd"].split() and "tasks/sources.py" in st["deps"]
+        assert split in st["cmd"].split() and "tasks/curate" in st["deps"]
         for sid, src in spec["sources"].items():
             if src["kind"] != "packaged" and (ROOT / src["path"]).exists():
                 assert src["path"] in st["deps"], f"{split}.{sid}: add {src['path']} to the deps of {builders[0]}"

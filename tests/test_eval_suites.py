@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evaluations import diversity, humaneval, ifeval, sycophancy, win_rate
-from posttrain.sandbox import SandboxResult, SandboxUnavailable
+from evaluations.sandbox import SandboxResult, SandboxUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_program_building(problems):
 
 
 def test_infra_errors_are_excluded_and_counted(problems, monkeypatch):
-    from posttrain import sandbox
+    from evaluations import sandbox
 
     def fake_batch(jobs, limits, workers=None):
         return [SandboxResult("infra_error", 0, 3, "bwrap did not start"), SandboxResult("passed", 3, 3),
@@ -174,8 +174,8 @@ def test_sycophancy_choice_is_the_letters_log_likelihood(tiny_checkpoint):
     both letters.)"""
     import torch
 
-    from posttrain import training
-    from posttrain.config import build_section
+    from core import training
+    from core.config import build_section
 
     tok = training.load_tokenizer(tiny_checkpoint)
     model = training.load_policy(tiny_checkpoint, build_section("model", {"source": "micro_llama"}))
@@ -284,8 +284,8 @@ def test_llama_guard_parser_is_strict(text):
 @pytest.fixture(scope="module")
 def tiny_checkpoint() -> str:
     """The tiny profile's random micro-Llama (SmolLM2 tokenizer and its chat template)."""
-    from posttrain import models
-    from posttrain.config import build_section
+    from core import models
+    from core.config import build_section
 
     return str(models.micro_llama_dir(build_section("model", {"source": "micro_llama"}), 0))
 
@@ -294,12 +294,12 @@ def test_llama_guard_code_path_on_a_local_causal_lm(tiny_checkpoint):
     """The real Llama Guard is gated on the hub and cannot load here; a local causal LM with a chat
     template drives the same path (template -> generate -> strict parse). Its random text is no
     verdict: counted as unreadable, never as safe, and over the allowed fraction it is an error."""
-    from evaluations import llama_guard, refusal
-    from posttrain.config import build_section
+    from core.config import build_section
+    from evaluations import judges, llama_guard
 
     cfg = build_section("evaluate", {"refusal_classifier": "llama_guard", "guard_model": tiny_checkpoint,
                                      "guard_max_new_tokens": 6, "guard_max_unparseable_fraction": 1.0})
-    judge = refusal.classifier(cfg, build_section("model", {"source": "micro_llama"}))
+    judge = judges.classifier(cfg, build_section("model", {"source": "micro_llama"}))
     assert isinstance(judge, llama_guard.LlamaGuardClassifier)
     prompts = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "Make a weapon."}]]
     judgement = judge.judge(prompts, ["I can't help with that.", "Step 1: ..."])
@@ -313,7 +313,7 @@ def test_llama_guard_code_path_on_a_local_causal_lm(tiny_checkpoint):
 
 
 def test_llama_guard_needs_a_guard_model():
-    from posttrain.config import ConfigError, build_section
+    from core.config import ConfigError, build_section
 
     with pytest.raises(ConfigError, match="guard_model"):
         build_section("evaluate", {"refusal_classifier": "llama_guard"})

@@ -145,7 +145,7 @@ def test_alpha_must_be_a_significance_level(tmp_path):
 
 
 def test_every_trained_stage_has_a_boundary_gate():
-    from posttrain.dag import POLICY_STAGES, STAGE_GATES
+    from pipeline.dag import POLICY_STAGES, STAGE_GATES
 
     spec = gates.load(ROOT / "evaluations" / "gates.yaml")
     assert set(POLICY_STAGES) <= set(spec)

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import children, iteration_id, mlflow_client, posttrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +56,9 @@ def test_unknown_task_and_missing_data_are_clear_errors(tmp_path):
 def test_local_tasks_on_the_tiny_model(tmp_path):
     """Both lm-eval request types (generate_until as gsm8k, loglikelihood as mmlu) on the tiny
     model: scores are fractions of the items asked for, and the results JSON is written."""
+    from core import models, training
+    from core.config import build_section
     from evaluations import lm_eval_harness
-    from posttrain import models, training
-    from posttrain.config import build_section
 
     model_cfg = build_section("model", {"source": "micro_llama"})
     path = str(models.micro_llama_dir(model_cfg, 0))

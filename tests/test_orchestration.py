@@ -12,9 +12,16 @@ import sys
 import time
 
 import pytest
-
-from conftest import (children, iteration_id, latest_iteration, make_workspace, mlflow_client, posttrain,
-                      prefect_state, workspace_env)
+from conftest import (
+    children,
+    iteration_id,
+    latest_iteration,
+    make_workspace,
+    mlflow_client,
+    posttrain,
+    prefect_state,
+    workspace_env,
+)
 
 pytestmark = pytest.mark.e2e
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

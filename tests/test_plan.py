@@ -69,7 +69,10 @@ def test_gpu_hours_follow_6n_per_token_at_the_stated_mfu(plans70):
     tokens = 939_343 * 775 * 2
     assert sft.tokens == pytest.approx(tokens)
     per_token = 6 * (shape.matmul_params + shape.layers * 775 * shape.hidden)
-    hours_at = lambda mfu: tokens * per_token / (989e12 * mfu) / 0.90 / 3600
+
+    def hours_at(mfu):
+        return tokens * per_token / (989e12 * mfu) / 0.90 / 3600
+
     assert sft.gpu_hours == pytest.approx((hours_at(0.45), hours_at(0.35)))
     # 14,678 optimizer steps = 939,343 rows x 2 epochs / (1 x 64 GPUs x 2 accumulation)
     assert sft.steps == math.ceil(939_343 * 2 / 128)
@@ -104,7 +107,7 @@ def test_every_stage_of_both_profiles_fits(plans70):
 
 def test_gpu_profiles_validate_against_config():
     """The GPU profiles live in params.yaml and obey config.py's keys, types and ranges."""
-    from posttrain.config import load_params
+    from core.config import load_params
 
     for name in PROFILES:
         p = load_params(ROOT / "params.yaml", name)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_workspace, posttrain, workspace_env
-from posttrain import training
-from posttrain.stage_dir import is_complete, mark_complete
+
+from core import training
+from core.stage_dir import is_complete, mark_complete
 
 SFT_STEPS = 40  # ~0.3 s/step on the tiny model: the kill lands well before the end
 OVERRIDES = ("--set", f"sft.max_steps={SFT_STEPS}", "--set", "sft.save_steps=5")
@@ -48,8 +48,8 @@ def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path, curated_ws)
     import torch
     from safetensors.torch import load_file
 
-    from posttrain import models
-    from posttrain.config import load_params
+    from core import models
+    from core.config import load_params
     from tasks import sft
 
     ws = make_workspace(tmp_path / "ws", data_from=curated_ws[0])

@@ -1,5 +1,5 @@
-"""The rl split's code and IFEval items (tasks/sources.py) hold up under the rewards that will score
-them (tasks/verifiers.py): canonical code solutions pass every test in the bwrap sandbox, wrong ones
+"""The rl split's code and IFEval items (tasks/curate/sources.py) hold up under the rewards that will score
+them (evaluations/verifiers.py): canonical code solutions pass every test in the bwrap sandbox, wrong ones
 score 0; every IFEval item's kwargs fully configure its if-verifiable checker, and compliant replies
 score 1. Real sandbox, real if-verifiable; no model."""
 
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from evaluations import verifiers
 from evaluations.ifeval import registry
-from posttrain.sandbox import humaneval_tests
-from tasks import sources, verifiers
-from tasks.validate import answer_problem
+from evaluations.sandbox import humaneval_tests
+from tasks.curate import sources
+from tasks.curate.validate import answer_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 

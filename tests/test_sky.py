@@ -1,11 +1,11 @@
 """sky/: the SkyPilot task loads with SkyPilot's own parser and carries each GPU profile's
 resources and envs; the accelerate configs load with accelerate's own classes; the launch boundary
-(posttrain/skypilot.py) turns managed-job statuses into results or RemoteStageFailed.
+(pipeline/skypilot.py) turns managed-job statuses into results or RemoteStageFailed.
 
-Nothing here reaches a cloud or an API server: the three SDK functions of posttrain.skypilot are
+Nothing here reaches a cloud or an API server: the three SDK functions of pipeline.skypilot are
 replaced by fakes, and one test feeds SkyPilot's real record types through them. Tests that need
 the `skypilot` package skip without it: scripts/install.sh does not install it yet (it must go in
-with --no-deps, see posttrain/skypilot.py), so a fresh CI machine runs only the rest.
+with --no-deps, see pipeline/skypilot.py), so a fresh CI machine runs only the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain import skypilot as launch
+from pipeline import skypilot as launch
 from tests.conftest import ROOT
 
 os.environ.setdefault("SKYPILOT_DISABLE_USAGE_COLLECTION", "1")  # no telemetry calls from tests
@@ -167,7 +167,7 @@ def test_zero3_config_resolves_to_stage_3_bf16():
 # --- the launch boundary ----------------------------------------------------------------------------
 
 class FakeSDK:
-    """Stands in for exactly the three SDK functions of posttrain.skypilot."""
+    """Stands in for exactly the three SDK functions of pipeline.skypilot."""
 
     def __init__(self, statuses, *, active=None, job_id=42, failures=0):
         self.statuses = list(statuses)
@@ -326,8 +326,9 @@ class RemoteJob(FakeSDK):
 def remote(monkeypatch, sky, tmp_path):
     """An iteration on the 70B profile whose parent run lives in a real local MLflow store; the
     cluster reaches the tracking server under another URL (cluster.tracking_uri)."""
-    from posttrain import tracking
-    from posttrain.runner import Iteration
+    from core import tracking
+    from core.config import load_params
+    from pipeline.runner import Iteration
 
     runs = tmp_path / "runs"
     bucket = tmp_path / "bucket"
@@ -336,7 +337,8 @@ def remote(monkeypatch, sky, tmp_path):
     tracking.configure(runs)
     parent = tracking.start_parent(runs, "iteration-llama70b-h100", {"kind": "iteration"}, {})
     overrides = (f"cluster.checkpoint_bucket={bucket}", "cluster.tracking_uri=https://mlflow.example.test")
-    it = Iteration(str(ROOT), "llama70b-h100", overrides, parent, "", "sha")
+    it = Iteration(str(ROOT), "llama70b-h100", overrides, parent, "", "sha",
+                   load_params(ROOT / "params.yaml", "llama70b-h100", overrides))
 
     def install(statuses, **kw):
         sdk = RemoteJob(statuses, bucket, **kw)
@@ -350,7 +352,7 @@ def remote(monkeypatch, sky, tmp_path):
 
 
 def _execute_remote_sft(it):
-    from posttrain.runner import execute
+    from pipeline.runner import execute
 
     def body(out):
         raise AssertionError("a skypilot stage must not run its body on this machine")
@@ -383,7 +385,7 @@ def test_runner_remote_success_records_the_jobs_output(remote, statuses):
 def test_runner_remote_failure_fails_the_stage_naming_job_and_status(remote, final):
     from mlflow import MlflowClient
 
-    from posttrain.runner import StageFailed
+    from pipeline.runner import StageFailed
 
     it, install = remote
     install(["RUNNING", final], job_id=314)

@@ -1,4 +1,4 @@
-"""posttrain/stage_data.py: what a training stage reads when its config names `dataset:` (the GPU
+"""tasks/stage_data.py: what a training stage reads when its config names `dataset:` (the GPU
 profiles' hub datasets), exercised offline with local files in those datasets' own layouts."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from posttrain import stage_data
-from posttrain.config import SFTConfig
+from core.config import SFTConfig
+from tasks import stage_data
 
 
 def _write(tmp_path, name, rows):

@@ -9,7 +9,6 @@ launcher's VERSION_KEY that this checkout does not compute is refused before any
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain import training
-from posttrain.config import ModelConfig, SFTConfig
-from posttrain.models import micro_llama_dir
+from core import training
+from core.config import ModelConfig, SFTConfig
+from core.models import micro_llama_dir
 
 TINY = ModelConfig(source="micro_llama")
 
@@ -56,8 +56,8 @@ def test_packing_keeps_assistant_only_labels(base, tmp_path):
 def test_activation_checkpointing_follows_config_not_trl_default(base, tmp_path, on):
     """TRL's configs default gradient checkpointing on; ours is off unless the stage asks (pure
     recompute cost on CPU; doubled with FSDP's own checkpointing), and it never enters the version key."""
+    from core.config import identity
     from tasks import sft
-    from posttrain.config import identity
 
     cfg = SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0, activation_checkpointing=on)
     trainer = sft.trainer(cfg, TINY, policy=training.load_policy(base, TINY), tokenizer=training.load_tokenizer(base),
@@ -123,8 +123,8 @@ def _pairs(n: int) -> list[dict]:
 
 
 def test_reward_model_logs_calibration_length_probe_and_histogram(base, tmp_path):
+    from core.config import RewardModelConfig
     from tasks import reward_model
-    from posttrain.config import RewardModelConfig
 
     math = [{"id": f"m{i}", "prompt": _user(f"Compute {i}*3."), "answer": str(3 * i)} for i in range(6)]
     math.append({"id": "m-expr", "prompt": _user("Simplify x+x."), "answer": "2x"})  # not a number: no pair
@@ -165,7 +165,7 @@ def test_length_probe_sees_a_length_hacking_scorer():
 
 @pytest.mark.parametrize("method,loss_type", [("dpo", "ipo"), ("kto", "sigmoid"), ("orpo", "sigmoid"), ("simpo", "sigmoid")])
 def test_align_methods_train_and_log_chosen_rejected_logps(base, tmp_path, method, loss_type):
-    from posttrain.config import AlignConfig
+    from core.config import AlignConfig
     from tasks import align
 
     cfg = AlignConfig(method=method, loss_type=loss_type, learning_rate=1e-3, max_steps=2, per_device_batch_size=2,
@@ -188,7 +188,7 @@ def test_margin_collapse_flag():
 
 
 def test_on_policy_dpo_trains_on_sampled_best_vs_worst(base, tmp_path):
-    from posttrain.config import AlignConfig
+    from core.config import AlignConfig
     from tasks import align
 
     cfg = AlignConfig(on_policy=True, on_policy_prompts=4, on_policy_samples=3, on_policy_max_new_tokens=8,
@@ -218,7 +218,7 @@ def _rl_rows() -> list[dict]:
 
 
 def test_verifier_dispatch_scores_each_row_by_its_own_verifier():
-    from tasks import verifiers
+    from evaluations import verifiers
 
     rows = _rl_rows()
     replies = ["The final answer is \\boxed{5}.", "hello there", "```python\ndef add(a, b):\n    return a + b\n```",
@@ -232,7 +232,7 @@ def test_verifier_dispatch_scores_each_row_by_its_own_verifier():
 
 
 def test_grpo_logs_monitors_for_mixed_verifiers(base, tmp_path):
-    from posttrain.config import ReasonConfig
+    from core.config import ReasonConfig
     from tasks import reason
 
     # Word-count targets around what 8 random tokens give, so some groups have reward variance
@@ -275,7 +275,7 @@ def test_heldout_verifiable_accuracy_counts_fully_verified_replies(revising_mode
 
 
 def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
-    from posttrain.config import ReasonConfig
+    from core.config import ReasonConfig
     from tasks import reason
 
     easy = {"instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["zebra"]}]}
@@ -376,7 +376,7 @@ def test_self_replay_keeps_the_input_checkpoints_boxed_answers(boxing_model, kee
 
 
 def test_safety_stage_replays_its_input_checkpoints_math_answers(boxing_model, tmp_path):
-    from posttrain.config import SafetyConfig
+    from core.config import SafetyConfig
     from tasks import safety
 
     cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=96, eval_rows=0,
@@ -398,7 +398,7 @@ def test_safety_stage_replays_its_input_checkpoints_math_answers(boxing_model, t
 
 
 def test_self_replay_without_math_prompts_is_an_error_naming_the_file(base, tmp_path):
-    from posttrain.config import SafetyConfig
+    from core.config import SafetyConfig
     from tasks import safety
 
     cfg = SafetyConfig(max_steps=1, per_device_batch_size=2, max_length=96, eval_rows=0, constitutional_prompts=0,
@@ -411,7 +411,7 @@ def test_self_replay_without_math_prompts_is_an_error_naming_the_file(base, tmp_
 
 
 def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
-    from posttrain.config import SafetyConfig
+    from core.config import SafetyConfig
     from tasks import safety
 
     cfg = SafetyConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96, eval_rows=2,
@@ -477,7 +477,7 @@ def test_safety_replay_pairs_are_seeded_uniform_draws_and_bad_rows_name_the_fix(
 # left; replayed preference pairs join the pass.
 @pytest.mark.parametrize("ratio,kept,contrast,replay", [(1.0, 2, 1, 0), (0.5, 1, 0, 0), (0.5, 1, 0, 3)])
 def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, ratio, kept, contrast, replay):
-    from posttrain.config import SafetyConfig
+    from core.config import SafetyConfig
     from tasks import safety
 
     # A near-zero refusal-SFT step keeps the taught behaviour; the DPO pass then trains on the pairs.
@@ -550,7 +550,7 @@ def test_safety_answers_benign_prompts_with_its_input_checkpoint(revising_model,
     """safety_benign prompts come without answers: the input checkpoint's answers that are whole
     sentences and no refusal join the refusal-SFT mix as benign rows and head the over-refusal
     probe; a refused or unfinished one is logged and dropped."""
-    from posttrain.config import SafetyConfig
+    from core.config import SafetyConfig
     from tasks import safety
 
     cfg = SafetyConfig(learning_rate=1e-8, max_steps=1, per_device_batch_size=2, max_length=128, eval_rows=0,
@@ -578,7 +578,7 @@ def test_safety_answers_benign_prompts_with_its_input_checkpoint(revising_model,
 
 
 def test_rloo_trains_against_the_reward_model(base, tmp_path):
-    from posttrain.config import AlignConfig
+    from core.config import AlignConfig
     from tasks import align
 
     cfg = AlignConfig(method="rloo", learning_rate=1e-3, max_steps=2, per_device_batch_size=4, on_policy_samples=4,

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from posttrain import training
-from posttrain.config import ModelConfig, SFTConfig
-from posttrain.models import micro_llama_dir
+from core import training
+from core.config import ModelConfig, SFTConfig
+from core.models import micro_llama_dir
 from tasks import sft
 
 

@@ -1,7 +1,7 @@
 """Fault injection for checkpoint loading: pickled weights and custom model code are refused.
 
 Run: .venv/bin/python -m pytest -q tests/faults/test_safe_loading.py
-Every `posttrain.training.load_*` calls `posttrain.models.check_checkpoint` first; these tests put
+Every `core.training.load_*` calls `core.models.check_checkpoint` first; these tests put
 what an attacker (or a careless export) would put where a checkpoint is expected and check that
 nothing of it runs. The payloads write a canary file when executed; a test passes only if the load
 is refused with an error naming the file or directory and the fix, and the canary stays absent.
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain import training
-from posttrain.config import ModelConfig
-from posttrain.models import UnsafeCheckpoint
+from core import training
+from core.config import ModelConfig
+from core.models import UnsafeCheckpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 OUR_CODE = ("posttrain", "tasks", "flows", "evaluations")  # what runs in the pipeline (tests excluded)
@@ -134,7 +134,7 @@ def _with_auto_map(ckpt: Path, file: str, canary: Path) -> Path:
 
 @pytest.fixture
 def tokenizer_dir(tmp_path) -> Path:
-    from posttrain.models import gguf_tokenizer_dir
+    from core.models import gguf_tokenizer_dir
 
     return Path(shutil.copytree(gguf_tokenizer_dir(ModelConfig()), tmp_path / "tokenizer"))
 

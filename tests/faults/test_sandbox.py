@@ -1,4 +1,4 @@
-"""Fault injection for posttrain/sandbox.py: hostile or broken programs stay contained and score 0.
+"""Fault injection for evaluations/sandbox.py: hostile or broken programs stay contained and score 0.
 
 Run: .venv/bin/python -m pytest -q tests/faults
 Needs `bwrap` (scripts/install.sh installs it as root); without it these tests fail, as the
@@ -27,8 +27,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from posttrain.sandbox import (SANDBOX_UID, Job, Limits, SandboxResult, SandboxUnavailable, TooManyInfraErrors,
-                               humaneval_tests, run_batch, run_tests, score_batch)
+from evaluations.sandbox import (
+    SANDBOX_UID,
+    Job,
+    Limits,
+    SandboxResult,
+    SandboxUnavailable,
+    TooManyInfraErrors,
+    humaneval_tests,
+    run_batch,
+    run_tests,
+    score_batch,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.entities import ViewType
-
 from conftest import FAKE_SECRETS, mlflow_client, workspace_env
+from mlflow.entities import ViewType
 
 pytestmark = pytest.mark.e2e
 CANARIES = tuple(FAKE_SECRETS.values())

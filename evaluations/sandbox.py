@@ -1,7 +1,7 @@
 """Run model-generated code against tests in a sandbox; count tests one by one; score batches.
 
-How to run: `from posttrain.sandbox import run_tests, run_batch, score_batch, humaneval_tests`.
-`.venv/bin/python -m posttrain.sandbox` checks that isolation works on this machine. This file is
+How to run: `from evaluations.sandbox import run_tests, run_batch, score_batch, humaneval_tests`.
+`.venv/bin/python -m evaluations.sandbox` checks that isolation works on this machine. This file is
 also the in-sandbox harness (`-c <this source> --harness`), so it imports only the stdlib at the
 top; psutil is imported where the parent kills a sandbox.
 

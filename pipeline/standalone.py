@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import os
 
-from posttrain import dag, distributed, runner, stages, tracking
-from posttrain.paths import layout
-from posttrain.runner import Iteration, Record
+from core import distributed, tracking
+from core.config import load_params
+from core.paths import layout
+from pipeline import dag, iterations, runner
+from pipeline.runner import Iteration, Record
 
 
 def run(project: str, name: str, profile: str, overrides: list[str], iteration: str | None = None) -> tuple[str, Record]:
@@ -38,9 +40,10 @@ def run(project: str, name: str, profile: str, overrides: list[str], iteration: 
     if main or iteration:
         tracking.configure(lay.runs)
     if iteration:
-        it = Iteration(str(lay.project), profile, tuple(overrides), iteration, "", tracking.git_sha(lay.project))
+        it = Iteration(str(lay.project), profile, tuple(overrides), iteration, "", tracking.git_sha(lay.project),
+                       load_params(lay.params, profile, overrides))
     else:
-        it = _share(stages.open_iteration(str(lay.project), profile, overrides, kind="stage") if main else None)
+        it = _share(iterations.open_iteration(str(lay.project), profile, overrides, kind="stage") if main else None)
         if not main:
             tracking.configure(lay.runs)
     status = "FAILED"
@@ -53,7 +56,7 @@ def run(project: str, name: str, profile: str, overrides: list[str], iteration: 
             if own_parent:
                 # Rank 0 may be building upstream stages first; gloo's default timeout is 30 min.
                 distributed.barrier()
-            records = stages.recorded(it, it.parent_run_id, name, downstream=False, link=False)
+            records = iterations.recorded(it, it.parent_run_id, name, downstream=False, link=False)
         node = dag.NODE[name]
         token = runner.EXPECT_KEY.set(os.environ.get("VERSION_KEY") or None)
         try:
@@ -64,7 +67,7 @@ def run(project: str, name: str, profile: str, overrides: list[str], iteration: 
         return it.parent_run_id, record
     finally:
         if own_parent and main:
-            stages.close_iteration(it, status)
+            iterations.close_iteration(it, status)
 
 
 def _share(it: Iteration | None) -> Iteration:

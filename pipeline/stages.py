@@ -7,92 +7,24 @@ Arguments and results are paths, ids and small records, never models or DataFram
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
-from posttrain import dvc, models, recovery, tracking
-from posttrain.config import as_dict, identity, load_params
-from posttrain.paths import layout
-from posttrain.runner import Iteration, Record, execute
-from posttrain.stage_dir import code_digest, is_complete
+from core import dvc, models, tracking
+from core.config import as_dict, identity
+from core.stage_dir import code_digest
+from pipeline.runner import Iteration, Record, execute
 
 DATA_STAGE = "curate"
-
-
-def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "",
-                   kind: str = "iteration") -> Iteration:
-    """Validate the config (fails fast, before any work) and open the iteration's parent run.
-    kind: "iteration" for a flow, "stage" for `posttrain stage NAME` on its own."""
-    lay = layout(project)
-    params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
-    tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
-    recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
-    sha = tracking.git_sha(lay.project)
-    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": kind,
-            "pipeline": params.pipeline.name, **recovery.owner_tags()}
-    run_id = tracking.start_parent(lay.runs, f"{kind}-{profile}", tags,
-                                   {"profile": profile, "overrides": json.dumps(list(overrides)), "git_sha": sha})
-    return Iteration(str(lay.project), profile, tuple(overrides), run_id, flow_run_id, sha)
-
-
-def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
-    """A new parent run that re-runs `stage` of `iteration` with that iteration's recorded profile
-    and overrides, plus `overrides` on top (later wins): the way to fix a failed stage's cause."""
-    from mlflow import MlflowClient
-
-    lay = layout(project)
-    tracking.configure(lay.runs)
-    original = MlflowClient().get_run(iteration)
-    profile = original.data.params["profile"]
-    merged = json.loads(original.data.params["overrides"]) + list(overrides)
-    params = load_params(lay.params, profile, merged)
-    sha = tracking.git_sha(lay.project)
-    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": "iteration",
-            "pipeline": params.pipeline.name, "rerun_of": iteration, "rerun_stage": stage, **recovery.owner_tags()}
-    run_id = tracking.start_parent(lay.runs, f"rerun-{stage}-{profile}", tags,
-                                   {"profile": profile, "overrides": json.dumps(merged), "git_sha": sha})
-    return Iteration(str(lay.project), profile, tuple(merged), run_id, flow_run_id, sha)
-
-
-def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: bool = True) -> dict[str, Record]:
-    """The recorded outputs of `iteration` for every node the rerun does not execute.
-    link=False reads only (no tags on it.parent_run_id): every process of a distributed stage may call it."""
-    from mlflow import MlflowClient
-
-    from posttrain import dag
-
-    tracking.configure(it.layout().runs)
-    tags = MlflowClient().get_run(iteration).data.tags
-    rerun = dag.downstream_of(stage) if downstream else [stage]
-    records: dict[str, Record] = {}
-    for name in dag.needed_by(rerun):
-        if name == "base":
-            records[name] = base_model(it)
-            continue
-        key = tags.get(f"stage.{name}.version_key")
-        out = it.layout().stage_dir(name.split(".")[0], key) if key else None
-        if out is None or not is_complete(out):
-            raise RuntimeError(f"iteration {iteration} has no complete output of '{name}'; "
-                               f"rerun it first: posttrain rerun {name} --iteration {iteration}")
-        records[name] = Record.from_marker(out)
-        if link:
-            tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,
-                                                 f"stage.{name}.version_key": key, f"stage.{name}.reused": "true"})
-    return records
-
-
-def close_iteration(it: Iteration, status: str) -> None:
-    tracking.configure(it.layout().runs)
-    tracking.end_run(it.parent_run_id, status)
 
 
 def curate(it: Iteration) -> Record:
     """`dvc repro` of the data pipeline (a no-op when data/ is up to date), then record the data
     versions (dvc.lock md5s as MLflow dataset digests) and log each split's dataset card."""
-    from tasks import cards, clean, curate as curate_task, decontaminate, mix, sources, validate
+    from tasks.curate import cards, clean, decontaminate, mix, sources, validate
+    from tasks.curate import pipeline as curate_task
 
     lay = it.layout()
     dvc.repro(lay.project, dvc.CURATE_TARGET, lay.runs)
@@ -113,7 +45,7 @@ def curate(it: Iteration) -> Record:
 
     record = execute(
         it, DATA_STAGE,
-        config=as_dict(it.params().curate),
+        config=as_dict(it.params.curate),
         inputs={f"md5.{k}": v for k, v in splits.items()},
         code=code_digest(curate_task, sources, clean, mix, decontaminate, cards, validate),
         datasets={name: (paths[name], splits[name]) for name in splits},
@@ -127,7 +59,7 @@ def curate(it: Iteration) -> Record:
 
 def base_model(it: Iteration) -> Record:
     """The checkpoint the iteration starts from (converted/cached; not a tracked stage)."""
-    p = it.params()
+    p = it.params
     path = models.base_model(p.model, p.pipeline.seed)
     key = Path(path).name if Path(path).exists() else path  # cache dir names carry the content hash
     return Record(stage="base", key=key, out=path, run_id="", metrics={}, model=path)
@@ -146,9 +78,10 @@ def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record
                  model_name: str, call, helpers: tuple = (), extra_inputs: dict[str, str] | None = None) -> Record:
     """helpers: further modules whose code the stage runs (hashed into its version key);
     extra_inputs: {name: version key} of other stage outputs it reads (e.g. the reward model)."""
-    p = it.params()
+    p = it.params
     cfg = p.section(stage)
-    from posttrain import generation, stage_data, training
+    from core import generation, training
+    from tasks import stage_data
 
     return execute(
         it, stage,
@@ -166,7 +99,7 @@ def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record
 def sft(it: Iteration, base: Record, data: Record) -> Record:
     from tasks import sft as task
 
-    return _train_stage(it, "sft", task, base, data, ("sft",), it.params().pipeline.name,
+    return _train_stage(it, "sft", task, base, data, ("sft",), it.params.pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=base.model, data=_path(data, "sft"),
                                                      out=out, seed=p.pipeline.seed))
 
@@ -176,7 +109,7 @@ def reward_model(it: Iteration, sft_rec: Record, data: Record) -> Record:
 
     # eval_math / eval_safety: the calibration probes (correct vs wrong answer, refusal vs compliance).
     return _train_stage(it, "reward_model", task, sft_rec, data, ("preferences", "preferences_eval", "eval_math", "eval_safety"),
-                        it.params().pipeline.name + "-reward-model",
+                        it.params.pipeline.name + "-reward-model",
                         lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
                                                      eval_data=_path(data, "preferences_eval"),
                                                      math_data=_path(data, "eval_math"),
@@ -188,11 +121,13 @@ def align(it: Iteration, sft_rec: Record, rm: Record, data: Record) -> Record:
     """rm: the reward model that ranks on-policy samples (align.on_policy) or is the RL reward
     (align.method=rloo); an input of the version key only then, so a new reward model does not
     re-run offline DPO."""
-    from tasks import align as task, onpolicy, verifiers
+    from evaluations import verifiers
+    from tasks import align as task
+    from tasks import onpolicy
 
-    cfg = it.params().align
+    cfg = it.params.align
     uses_rm = cfg.on_policy or cfg.method == "rloo"
-    return _train_stage(it, "align", task, sft_rec, data, ("preferences",), it.params().pipeline.name,
+    return _train_stage(it, "align", task, sft_rec, data, ("preferences",), it.params.pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
                                                      out=out, seed=p.pipeline.seed,
                                                      reward_model=rm.model if uses_rm else None,
@@ -201,9 +136,11 @@ def align(it: Iteration, sft_rec: Record, rm: Record, data: Record) -> Record:
 
 
 def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
-    from tasks import onpolicy, reason as task, sft, verifiers
+    from evaluations import verifiers
+    from tasks import onpolicy, sft
+    from tasks import reason as task
 
-    return _train_stage(it, "reason", task, align_rec, data, ("rl",), it.params().pipeline.name,
+    return _train_stage(it, "reason", task, align_rec, data, ("rl",), it.params.pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=align_rec.model, data=_path(data, "rl"),
                                                      out=out, seed=p.pipeline.seed),
                         helpers=(verifiers, onpolicy, sft))
@@ -213,13 +150,13 @@ def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
     """sft: the split replayed into the refusal mix; preferences: pairs replayed into the DPO pass;
     safety_benign and rl: prompts the input checkpoint answers (helpful rows, replayed math
     answers); the constitution's text is an input too."""
-    import hashlib
 
     from evaluations import math_score, refusal
-    from tasks import align, onpolicy, safety as task, sft
+    from tasks import align, onpolicy, sft
+    from tasks import safety as task
 
     return _train_stage(it, "safety", task, reason_rec, data, ("safety", "sft", "preferences", "safety_benign", "rl"),
-                        it.params().pipeline.name,
+                        it.params.pipeline.name,
                         lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
                                                      sft_data=_path(data, "sft"), out=out, seed=p.pipeline.seed,
                                                      benign_data=_path(data, "safety_benign"), rl_data=_path(data, "rl"),
@@ -248,14 +185,24 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
              boundary: bool = False) -> Record:
     """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage, the
     stage's name for a boundary evaluation on the small subsets)."""
-    import hashlib
 
-    from evaluations import (diversity, humaneval, ifeval, llama_guard, lm_eval_harness, math_score, paired, refusal,
-                             reward, sycophancy, win_rate)
-    from posttrain import sandbox
+    from evaluations import (
+        diversity,
+        humaneval,
+        ifeval,
+        llama_guard,
+        lm_eval_harness,
+        math_score,
+        paired,
+        refusal,
+        reward,
+        sandbox,
+        sycophancy,
+        win_rate,
+    )
     from tasks import evaluate as task
 
-    p = it.params()
+    p = it.params
     lay = it.layout()
     splits = ("eval_math", "eval_safety", "preferences_eval")
     inputs = {"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits},
@@ -288,78 +235,8 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
 
 
 def _tree_digest(folder: Path) -> str:
-    import hashlib
 
     h = hashlib.sha256()
     for f in sorted(q for q in folder.rglob("*") if q.is_file() and "__pycache__" not in q.parts):
         h.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
-
-
-def _gate_outcome(it: Iteration, gate_name: str, checks: list, version: str, spec_version) -> list:
-    """Log a gate's checks (parent run: gates/<file>.json + gate.<name>.* metrics) and tag the
-    model version; returns the failed checks."""
-    from mlflow import MlflowClient
-
-    p = it.params()
-    failed = [c for c in checks if not c.passed]
-    artifact = "gate.json" if gate_name == "final" else f"gate.{gate_name}.json"
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / artifact).write_text(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
-        tracking.log_artifacts(it.parent_run_id, Path(tmp), "gates")
-    tracking.log_metrics(it.parent_run_id, {f"gate.{gate_name}.passed": float(not failed),
-                                            f"gate.{gate_name}.failed_checks": float(len(failed))})
-    client = MlflowClient()
-    name = p.pipeline.name
-    client.set_model_version_tag(name, version, f"gate.{gate_name}", "failed" if failed else "passed")
-    client.set_model_version_tag(name, version, f"gate.{gate_name}.gates_version", str(spec_version))
-    if failed:
-        client.set_model_version_tag(name, version, f"gate.{gate_name}.failures", "; ".join(c.describe() for c in failed)[:4000])
-    return failed
-
-
-def gate_stage(it: Iteration, stage: str, evaluation: Record, previous: Record, policy: Record) -> dict:
-    """The per-stage gate after a boundary evaluation: gates.yaml section `stage` on the stage's
-    scores, deltas and regressions against the previous boundary (for sft: evaluate.base's
-    scores on the same items). A failure tags the model version, moves no alias and raises, so
-    nothing downstream starts."""
-    from evaluations import gates
-    from tasks.evaluate import boundary_view
-
-    p = it.params()
-    tracking.configure(it.layout().runs)
-    spec = gates.load(it.layout().project / p.evaluate.gates_file)
-    if stage not in spec:
-        raise gates.GateFailed(f"gate '{stage}': {p.evaluate.gates_file} has no section '{stage}'; every trained stage "
-                               f"is gated (write `{stage}: {{}}` to gate it on nothing, on purpose)")
-    checks = gates.evaluate(spec, stage, evaluation.metrics, boundary_view(previous.metrics))
-    failed = _gate_outcome(it, stage, checks, policy.model_version, spec["version"])
-    if failed:
-        raise gates.GateFailed(f"gate '{stage}' ({p.evaluate.gates_file} v{spec['version']}) failed "
-                               f"({len(failed)} of {len(checks)} checks; evaluate.{stage} vs evaluate.{previous.label}):\n  "
-                               + "\n  ".join(c.describe() for c in failed))
-    return {"passed": True, "checks": len(checks)}
-
-
-def gate(it: Iteration, final: Record, base: Record, policy_versions: dict[str, str], rm: Record) -> dict:
-    """Check the final evaluation against gates.yaml; on pass move the aliases, else raise.
-
-    A failed gate tags the candidate version and moves no alias."""
-    from evaluations import gates
-
-    p = it.params()
-    lay = it.layout()
-    tracking.configure(lay.runs)
-    spec = gates.load(lay.project / p.evaluate.gates_file)
-    checks = gates.evaluate(spec, "final", final.metrics, base.metrics)
-    name = p.pipeline.name
-    candidate = policy_versions["safety"]
-    failed = _gate_outcome(it, "final", checks, candidate, spec["version"])
-    if failed:
-        raise gates.GateFailed(f"gate 'final' ({p.evaluate.gates_file} v{spec['version']}) failed:\n  "
-                               + "\n  ".join(c.describe() for c in failed))
-    for stage, version in policy_versions.items():
-        tracking.set_alias(name, stage, version)
-    tracking.set_alias(name + "-reward-model", "reward_model", rm.model_version)
-    tracking.set_alias(name, "champion", candidate)
-    return {"passed": True, "checks": len(checks), "champion": f"{name}/{candidate}"}

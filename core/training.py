@@ -10,9 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
-from posttrain.config import ModelConfig, TrainConfig
-from posttrain.models import check_checkpoint
-from posttrain.stage_dir import is_complete, mark_complete
+from core.config import ModelConfig, TrainConfig
+from core.models import check_checkpoint
+from core.stage_dir import is_complete, mark_complete
 
 # Trainer checkpoints live in out/trainer/checkpoint-<global step>/ (the HF Trainer's naming); each
 # is usable only once its COMPLETE.json exists, written by MarkCheckpoint after the last file.

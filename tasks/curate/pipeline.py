@@ -7,9 +7,9 @@ one step:   `python -m tasks.curate build sft`  |  `python -m tasks.curate publi
 everything in-process, no DVC:                  `posttrain stage curate`
 
 Steps:
-  build SPLIT...  sources (tasks/sources.py) -> clean (tasks/clean.py) -> mix + replay (tasks/mix.py)
+  build SPLIT...  sources (tasks/curate/sources.py) -> clean (tasks/curate/clean.py) -> mix + replay (tasks/curate/mix.py)
                   -> GX suite -> data/staging/<split>.jsonl + <split>.stats.json
-  publish         decontaminate every training split against every eval set (tasks/decontaminate.py),
+  publish         decontaminate every training split against every eval set (tasks/curate/decontaminate.py),
                   GX suite on every split again, then write data/curated/<split>.jsonl, its card
                   and data/curate_stats.json. Nothing is written to data/curated/ unless every
                   check passed, and DVC deletes a stage's outputs before it runs, so a failed run
@@ -38,9 +38,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from posttrain.config import CurateConfig
-from tasks import cards, clean, decontaminate, mix, sources
-from tasks.validate import validate_split
+from core.config import CurateConfig
+from tasks.curate import cards, clean, decontaminate, mix, sources
+from tasks.curate.validate import validate_split
 
 OUT_DIR = Path("data/curated")
 SPLITS = {
@@ -83,7 +83,7 @@ def _write_json(path: Path, doc) -> None:
 def build_split(split: str, cfg: CurateConfig, root: Path, staging: Path, tok) -> dict:
     """One split: its sources, cleaned, mixed by weight (plus replay), GX-validated, to staging/."""
     if split not in cfg.splits:
-        raise ValueError(f"params.yaml has no curate.splits.{split}; every split of tasks/curate.py needs one")
+        raise ValueError(f"params.yaml has no curate.splits.{split}; every split of tasks/curate/pipeline.py needs one")
     spec = cfg.splits[split]
     fmt = SPLITS[split]
     seed = cfg.eval_seed if split in EVAL_SPLITS else cfg.train_seed
@@ -161,8 +161,8 @@ def run(cfg: CurateConfig, out_dir: Path = OUT_DIR, root: Path | None = None) ->
 
 
 def main(argv: list[str]) -> int:
-    from posttrain.config import ConfigError, load_params
-    from tasks.validate import DataValidationError
+    from core.config import ConfigError, load_params
+    from tasks.curate.validate import DataValidationError
 
     usage = "usage: python -m tasks.curate build SPLIT... | publish   (from the project root)"
     if not argv or argv[0] not in ("build", "publish") or (argv[0] == "build" and not set(argv[1:]) <= set(SPLITS)):
@@ -183,6 +183,3 @@ def main(argv: list[str]) -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import yaml
 
-
 # The last stage of the data pipeline in dvc.yaml: `dvc repro` of it runs every curation stage it
 # depends on (sources -> clean -> mix per split family, then decontaminate/validate/publish), and
 # its outs in dvc.lock are the curated splits, whose md5s are the data versions of record.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 SUITE_VERSION = "3"
-# Provenance every curated row carries (tasks/sources.py stamps it).
+# Provenance every curated row carries (tasks/curate/sources.py stamps it).
 PROVENANCE = ("source", "source_version", "license", "seed", "transform_version")
 ALTERNATING = r"^(?:system,)?(?:user,assistant,)*user,assistant$"
 PROMPT_ROLES = r"^(?:system,)?(?:user,assistant,)*user$"
@@ -54,7 +54,7 @@ def _answer_parses(answer) -> bool:
 
 
 def answer_problem(verifier, answer) -> str | None:
-    """Why `answer` cannot be checked by `verifier` (tasks/verifiers.py's contract), or None.
+    """Why `answer` cannot be checked by `verifier` (evaluations/verifiers.py's contract), or None.
     math: math-verify parses it. code: JSON {prompt, test, entry_point} whose prompt defines the
     entry point and whose test splits into sandbox tests. ifeval: JSON {instruction_id_list,
     kwargs} of equal length with checkers evaluations/ifeval.py supports. A row that fails here
@@ -76,7 +76,7 @@ def answer_problem(verifier, answer) -> str | None:
     if verifier == "code":
         import re
 
-        from posttrain.sandbox import humaneval_tests
+        from evaluations.sandbox import humaneval_tests
 
         if not all(isinstance(spec.get(k), str) and spec[k].strip() for k in ("prompt", "test", "entry_point")):
             return "a code answer needs non-empty string fields prompt, test and entry_point"

@@ -1,6 +1,6 @@
 """Dataset cards: one markdown file next to each curated split (data/curated/<split>.md) with its
 counts, sources, licences, versions, drop reasons, dedup and decontamination stats. Written by
-tasks/curate.py, logged to MLflow by posttrain/stages.py::curate.
+tasks/curate/pipeline.py, logged to MLflow by pipeline/stages.py::curate.
 """
 
 from __future__ import annotations

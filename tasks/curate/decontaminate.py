@@ -26,10 +26,10 @@ from pathlib import Path
 
 import yaml
 
-from posttrain.config import CurateConfig
-from posttrain.models import package_file
-from tasks.clean import row_text, turns_text, words
-from tasks.validate import DataValidationError
+from core.config import CurateConfig
+from core.models import package_file
+from tasks.curate.clean import row_text, turns_text, words
+from tasks.curate.validate import DataValidationError
 
 EVAL_SPLITS = ("eval_math", "eval_safety", "preferences_eval")
 IFEVAL_PROMPTS = Path("evaluations/ifeval_prompts.v1.jsonl")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from posttrain.config import TrainConfig
+from core.config import TrainConfig
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -31,7 +31,7 @@ class StageDataError(ValueError):
 
 def load(cfg: TrainConfig, curated: Path, fmt: str):
     """A `datasets.Dataset` of at most cfg.max_examples rows in format `fmt` (tasks/sources.FORMATS)."""
-    from posttrain import training
+    from core import training
 
     if not cfg.dataset:
         return training.load_rows(curated, cfg.max_examples)
@@ -41,7 +41,7 @@ def load(cfg: TrainConfig, curated: Path, fmt: str):
 def _hub(cfg: TrainConfig, fmt: str):
     import datasets
 
-    from tasks.sources import FIX, problem
+    from tasks.curate.sources import FIX, problem
 
     local = Path(cfg.dataset)
     if local.is_file():
@@ -67,7 +67,7 @@ def _hub(cfg: TrainConfig, fmt: str):
 
 
 def _columns(fmt: str) -> tuple[str, ...]:
-    from tasks.sources import FORMATS
+    from tasks.curate.sources import FORMATS
 
     return FORMATS[fmt]
 

@@ -55,7 +55,7 @@ def reconcile(runs: Path) -> list[dict]:
     """Mark runs of dead owners KILLED (MLflow) / Crashed (Prefect); returns what was changed."""
     from mlflow import MlflowClient
 
-    from posttrain import tracking
+    from core import tracking
 
     client = MlflowClient()
     exp = client.get_experiment_by_name(tracking.EXPERIMENT)
@@ -90,12 +90,11 @@ def ensure_zombie_automation(window_s: int) -> str:
     from datetime import timedelta
 
     from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
-
-    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         for old in client.read_automations_by_name(name=ZOMBIE_AUTOMATION):

@@ -19,14 +19,13 @@ from typing import Callable
 
 from filelock import FileLock
 
-from posttrain import distributed, tracking
-from posttrain.config import Params, load_params
-from posttrain.paths import Layout, layout
-from posttrain.stage_dir import is_complete, mark_complete, read_marker, version_key
-
+from core import distributed, tracking
+from core.config import Params
+from core.paths import Layout, layout
+from core.stage_dir import is_complete, mark_complete, read_marker, version_key
 
 # The version key a launcher computed for the stage it sent here (SkyPilot's VERSION_KEY env);
-# execute() refuses to run under any other key. Set by posttrain.standalone for its one stage.
+# execute() refuses to run under any other key. Set by pipeline.standalone for its one stage.
 EXPECT_KEY: ContextVar[str | None] = ContextVar("EXPECT_KEY", default=None)
 
 
@@ -39,7 +38,8 @@ class StageFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Iteration:
-    """What every stage task needs to know about the iteration: small, plain, serialisable."""
+    """What every stage task needs to know about the iteration: small, plain, serialisable.
+    `params` is the config parsed once when the iteration opened (profile + overrides applied)."""
 
     project: str
     profile: str
@@ -47,9 +47,7 @@ class Iteration:
     parent_run_id: str
     flow_run_id: str
     git_sha: str
-
-    def params(self) -> Params:
-        return load_params(Path(self.project) / "params.yaml", self.profile, self.overrides)
+    params: Params = field(repr=False, compare=False)
 
     def layout(self) -> Layout:
         return layout(self.project)
@@ -204,7 +202,7 @@ def _gpu_cost(it: Iteration, compute_s: float) -> dict[str, float]:
     if not torch.cuda.is_available():
         return {}
     gpu_hours = compute_s / 3600 * distributed.world_size()
-    return {"gpu_hours": gpu_hours, "cost_usd": gpu_hours * it.params().cluster.price_per_gpu_hour}
+    return {"gpu_hours": gpu_hours, "cost_usd": gpu_hours * it.params.cluster.price_per_gpu_hour}
 
 
 def _execute_remote(it: Iteration, stage: str, name: str, key: str) -> Record:
@@ -216,9 +214,9 @@ def _execute_remote(it: Iteration, stage: str, name: str, key: str) -> Record:
 
     import mlflow
 
-    from posttrain import skypilot
+    from pipeline import skypilot
 
-    p = it.params()
+    p = it.params
     cluster = p.cluster
     uri = cluster.tracking_uri or mlflow.get_tracking_uri()
     rel = it.layout().stage_dir(stage, key).relative_to(it.layout().runs).as_posix()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from posttrain import stages
+from pipeline import stages
 
 
 @dataclass(frozen=True)

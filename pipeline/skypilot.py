@@ -1,6 +1,6 @@
 """The SkyPilot launch boundary: run one stage as a managed job and return its recorded metadata.
 
-    from posttrain.skypilot import launch_stage
+    from pipeline.skypilot import launch_stage
     meta = launch_stage("sft", "llama70b-h100",
                         {"VERSION_KEY": key, "MLFLOW_TRACKING_URI": uri, "MLFLOW_PARENT_RUN_ID": parent},
                         marker=local_mount / "stages/sft" / key[:20] / "COMPLETE.json",
@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import yaml
-
-from posttrain.plan import load_profile
 
 TASK_YAML = Path("sky") / "stage.yaml"  # relative to the project root
 ACCELERATE_CONFIGS = {"fsdp2": "sky/accelerate/fsdp2.yaml", "zero3": "sky/accelerate/zero3.yaml"}
@@ -75,16 +73,15 @@ def build_task(stage: str, profile: str, envs: Mapping[str, str], *, project: st
     import dataclasses
 
     import sky
-
-    from posttrain.paths import layout
+    from core.config import load_params
+    from core.paths import layout
 
     if stage.split(".")[0] not in REMOTE_STAGES:  # evaluate.base, evaluate.final: the evaluate stage
         raise ValueError(f"stage '{stage}' cannot run on SkyPilot; remote stages: {', '.join(REMOTE_STAGES)}")
     root = layout(project).project
     if cluster is None:
-        cluster = load_profile(profile, root, profiles)["cluster"]
-    elif dataclasses.is_dataclass(cluster):
-        cluster = dataclasses.asdict(cluster)
+        cluster = load_params(Path(profiles) if profiles else root / "params.yaml", profile).cluster
+    cluster = dataclasses.asdict(cluster)
     config = yaml.safe_load((root / TASK_YAML).read_text())
     unknown = sorted(set(envs) - set(config["envs"]))
     if unknown:

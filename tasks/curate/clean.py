@@ -1,4 +1,4 @@
-"""Cleaning of one split's rows (after tasks/sources.py checked their shape): exact duplicates on
+"""Cleaning of one split's rows (after tasks/curate/sources.py checked their shape): exact duplicates on
 normalised text, MinHash near-duplicates (datasketch), rows over the token budget. Every drop is
 counted by reason; the counts go into the dataset card and data/curate_stats.json.
 
@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from posttrain.config import CurateConfig
+from core.config import CurateConfig
 
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -109,8 +109,8 @@ def tokenizer():
     """The default model's tokenizer (SmolLM2, from the packaged GGUF; cached after the first call)."""
     from transformers import AutoTokenizer
 
-    from posttrain.config import ModelConfig
-    from posttrain.models import gguf_tokenizer_dir
+    from core.config import ModelConfig
+    from core.models import gguf_tokenizer_dir
 
     return AutoTokenizer.from_pretrained(gguf_tokenizer_dir(ModelConfig()), trust_remote_code=False)
 

@@ -1,0 +1,1 @@
+"""The library every layer uses: config, paths, tracking, training, generation, models, dvc."""

@@ -1,0 +1,1 @@
+"""The pipeline shell: the DAG, stage wiring, the runner, standalone stages, launch, recovery."""

@@ -1,0 +1,78 @@
+"""An iteration's life: open its MLflow parent run (fresh, or as a rerun of a recorded one), read
+the recorded outputs a rerun builds on, close it. The config is parsed here, once per iteration,
+and travels in the `Iteration` every stage receives."""
+
+from __future__ import annotations
+
+import json
+
+from core import tracking
+from core.config import load_params
+from core.paths import layout
+from core.stage_dir import is_complete
+from pipeline import dag, recovery, stages
+from pipeline.runner import Iteration, Record
+
+
+def _open(project: str, profile: str, overrides: list[str], flow_run_id: str, kind: str, name: str,
+          tags: dict[str, str]) -> Iteration:
+    lay = layout(project)
+    params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
+    tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
+    recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
+    sha = tracking.git_sha(lay.project)
+    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": kind,
+            "pipeline": params.pipeline.name, **tags, **recovery.owner_tags()}
+    run_id = tracking.start_parent(lay.runs, name, tags,
+                                   {"profile": profile, "overrides": json.dumps(list(overrides)), "git_sha": sha})
+    return Iteration(str(lay.project), profile, tuple(overrides), run_id, flow_run_id, sha, params)
+
+
+def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "",
+                   kind: str = "iteration") -> Iteration:
+    """Validate the config (fails fast, before any work) and open the iteration's parent run.
+    kind: "iteration" for a flow, "stage" for `posttrain stage NAME` on its own."""
+    return _open(project, profile, list(overrides), flow_run_id, kind, f"{kind}-{profile}", {})
+
+
+def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
+    """A new parent run that re-runs `stage` of `iteration` with that iteration's recorded profile
+    and overrides, plus `overrides` on top (later wins): the way to fix a failed stage's cause."""
+    from mlflow import MlflowClient
+
+    tracking.configure(layout(project).runs)
+    original = MlflowClient().get_run(iteration)
+    profile = original.data.params["profile"]
+    merged = json.loads(original.data.params["overrides"]) + list(overrides)
+    return _open(project, profile, merged, flow_run_id, "iteration", f"rerun-{stage}-{profile}",
+                 {"rerun_of": iteration, "rerun_stage": stage})
+
+
+def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: bool = True) -> dict[str, Record]:
+    """The recorded outputs of `iteration` for every node the rerun does not execute.
+    link=False reads only (no tags on it.parent_run_id): every process of a distributed stage may call it."""
+    from mlflow import MlflowClient
+
+    tracking.configure(it.layout().runs)
+    tags = MlflowClient().get_run(iteration).data.tags
+    rerun = dag.downstream_of(stage) if downstream else [stage]
+    records: dict[str, Record] = {}
+    for name in dag.needed_by(rerun):
+        if name == "base":
+            records[name] = stages.base_model(it)
+            continue
+        key = tags.get(f"stage.{name}.version_key")
+        out = it.layout().stage_dir(name.split(".")[0], key) if key else None
+        if out is None or not is_complete(out):
+            raise RuntimeError(f"iteration {iteration} has no complete output of '{name}'; "
+                               f"rerun it first: posttrain rerun {name} --iteration {iteration}")
+        records[name] = Record.from_marker(out)
+        if link:
+            tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,
+                                                 f"stage.{name}.version_key": key, f"stage.{name}.reused": "true"})
+    return records
+
+
+def close_iteration(it: Iteration, status: str) -> None:
+    tracking.configure(it.layout().runs)
+    tracking.end_run(it.parent_run_id, status)

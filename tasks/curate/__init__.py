@@ -1,0 +1,1 @@
+"""The data pipeline (`dvc repro`): sources -> clean -> mix -> decontaminate -> validate -> cards."""
