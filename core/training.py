@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from core import jsonl
 from core.config import ModelConfig, TrainConfig
 from core.models import check_checkpoint
 from core.stage_dir import is_complete, mark_complete
@@ -60,7 +61,7 @@ def load_rows(path: Path, limit: int | None = None):
     """A curated JSONL split as a `datasets.Dataset` (first `limit` rows)."""
     from datasets import Dataset
 
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = jsonl.read(path)
     return Dataset.from_list(rows[:limit] if limit else rows)
 
 

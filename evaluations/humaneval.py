@@ -24,11 +24,11 @@ and SandboxUnavailable (no isolation on this machine) always propagates: never a
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 import re
 from pathlib import Path
+
+from core import jsonl
 
 VERSION = "humaneval-1.0.3-v1"
 N_PROBLEMS = 164  # in the packaged HumanEval.jsonl.gz
@@ -50,8 +50,7 @@ def data_file() -> Path:
 
 def load_problems(n: int | None = None) -> list[dict]:
     """The first `n` HumanEval problems (task_id, prompt, entry_point, test, canonical_solution)."""
-    with gzip.open(data_file(), "rt", encoding="utf-8") as f:
-        problems = [json.loads(line) for line in f if line.strip()]
+    problems = jsonl.read(data_file())
     return problems[:n] if n else problems
 
 

@@ -22,8 +22,9 @@ is an error, not silently skipped.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
+
+from core import jsonl
 
 VERSION = "v1"
 PROMPTS = Path(__file__).with_name(f"ifeval_prompts.{VERSION}.jsonl")
@@ -53,7 +54,7 @@ def registry() -> dict:
 
 
 def load_prompts(n: int | None = None) -> list[dict]:
-    rows = [json.loads(line) for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = jsonl.read(PROMPTS)
     return rows[:n] if n else rows
 
 

@@ -14,8 +14,9 @@ number as a trend against the input, not as a human-preference estimate.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from core import jsonl
 
 VERSION = "rm-judge-v1"
 SUITES = ("math", "benign", "ifeval")  # helpfulness prompts; code (unseen by the RM) and refusal/sycophancy have their own metrics
@@ -26,7 +27,7 @@ def read_samples(out_dir: str | Path) -> dict[tuple[str, str], dict]:
     path = Path(out_dir) / SAMPLES
     if not path.is_file():
         raise FileNotFoundError(f"no baseline samples at {path}: re-run evaluate.base with this code")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = jsonl.read(path)
     return {(r["suite"], str(r["id"])): r for r in rows}
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core import training
+from core import jsonl, training
 from core.config import EvaluateConfig, ModelConfig
 from core.generation import generate
 from evaluations import diversity, humaneval, ifeval, judges, lm_eval_harness, paired, refusal, sycophancy, win_rate
@@ -166,9 +166,7 @@ def run(cfg: EvaluateConfig, model_cfg: ModelConfig, *, model: str, reward_model
                 for s, ll, p in zip(syco_shown, syco_ll, picks)]
     if baseline_samples is not None:
         extra.update(paired.compare(samples, baseline_samples))
-    with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    jsonl.write(out / "samples.jsonl", samples)
     (out / "suite_versions.json").write_text(json.dumps(suite_versions(cfg), indent=2, sort_keys=True))
 
     def scores(k: dict[str, int]) -> dict[str, float]:

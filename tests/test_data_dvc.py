@@ -51,7 +51,7 @@ def test_repro_twice_is_a_noop_and_one_weight_reruns_only_its_dependents(tmp_pat
     # stages.curate (what `posttrain run` calls): dvc repro is a no-op now; every split's md5 from
     # dvc.lock is an MLflow dataset digest of the curate run, and every card is logged next to it.
     from core import dvc
-    from pipeline import iterations
+    from pipeline import iterations, stages
 
     monkeypatch.setenv("POSTTRAIN_RUNS", str(ws / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
