@@ -1,2 +1,3 @@
-"""Benchmarks (issue 9): `.venv/bin/python -m bench [--quick] [--only 1,...,7]` measures the seven
-figures of docs/BENCHMARKS.md and writes bench/results/<date>.json. See bench/__main__.py."""
+"""Benchmarks: `.venv/bin/python -m bench [--quick] [--only NAME,...]` measures the figures of
+docs/BENCHMARKS.md (iteration_time, overhead, rerun, sft_vs_trl, packing, generation_batching,
+flops) and writes bench/results/<date>.json. See bench/__main__.py."""

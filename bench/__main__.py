@@ -1,9 +1,12 @@
 """The benchmark harness: one command, every figure of docs/BENCHMARKS.md.
 
-    .venv/bin/python -m bench                      # full: default profile, ~1.5 h on 2 cores; run it on a quiet machine
-    .venv/bin/python -m bench --quick              # smoke test: tiny profile, a few minutes
-    .venv/bin/python -m bench --only 4,5,7         # a subset of figures (1-7)
-    .venv/bin/python -m bench.render bench/results/2026-11-23.json   # re-render the table from a results file
+    .venv/bin/python -m bench                                  # full: default profile, ~1.5 h on 2 cores; run it on a quiet machine
+    .venv/bin/python -m bench --quick                          # smoke test: tiny profile, a few minutes
+    .venv/bin/python -m bench --only sft_vs_trl,packing,flops  # a subset of figures, by name
+    .venv/bin/python -m bench.render bench/results/DATE.json   # re-render the table from a results file
+
+Figures: iteration_time, overhead, rerun, sft_vs_trl, packing, generation_batching, flops
+(bench/figures/targets.py says what each measures and its target).
 
 Everything runs in one process tree in a throwaway workspace (a git copy of this checkout with
 its own runs/ and Prefect home, deleted at the end unless --keep): the real runs/ is never
@@ -35,11 +38,13 @@ DOC = workspace.ROOT / "docs" / "BENCHMARKS.md"
 
 
 def _parse_only(text: str) -> list[str]:
-    chosen = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in chosen if x not in figures.FIGURES]
+    """The chosen figure names, in the order the figures run."""
+    chosen = {x.strip() for x in text.split(",") if x.strip()}
+    bad = sorted(chosen - set(figures.FIGURES))
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"--only {text!r}: figures are 1-7, comma-separated (e.g. --only 4,5,7)")
-    return sorted(set(chosen), key=int)
+        raise argparse.ArgumentTypeError(f"--only {text!r}: unknown figure(s) {', '.join(bad) or '(none given)'}; "
+                                         f"figures are {', '.join(figures.FIGURES)}, comma-separated")
+    return [name for name in figures.FIGURES if name in chosen]
 
 
 def _default_out(mode: str) -> Path:
@@ -50,14 +55,15 @@ def _default_out(mode: str) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny profile and small sizes: a smoke test in minutes")
     ap.add_argument("--only", type=_parse_only, default=list(figures.FIGURES), metavar="FIGURES",
-                    help="comma-separated figure numbers, e.g. 4,5,7 (default: all)")
-    ap.add_argument("--reps", type=int, help="repetitions per figure (full: 3, quick: 2); medians are reported")
+                    help="comma-separated figure names, e.g. sft_vs_trl,packing (default: all)")
+    ap.add_argument("--reps", type=int, help="repetitions per figure (full: 3, quick: 1); medians are reported")
     ap.add_argument("--iteration-reps", type=int,
-                    help="repetitions of a default-profile iteration (figures 1-3; default 1: ~35 min each)")
+                    help="repetitions of a default-profile iteration (iteration_time, overhead, rerun; "
+                         "default 1: ~35 min each)")
     ap.add_argument("--out", type=Path, help="results file (default: bench/results/<date>[-quick].json)")
     ap.add_argument("--doc", type=Path,
                     help="write the table here (default: docs/BENCHMARKS.md after a full run of all figures; "
@@ -67,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-from", type=Path, default=workspace.ROOT, metavar="CHECKOUT",
                     help="a checkout whose curated data (dvc.lock outputs and their DVC cache objects) seeds the "
                          "workspace, so `dvc repro` there rebuilds only what differs (default: this checkout)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
 
     plan = figures.QUICK if args.quick else figures.FULL
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="posttrain-bench-", dir=args.workdir))
     started = time.time()
     results = {
-        "schema_version": 1,
+        "schema_version": 2,  # 2: figures, errors and selected keyed by figure name (1: by number)
         "mode": plan.mode,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([".venv/bin/python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
@@ -99,22 +110,22 @@ def main(argv: list[str] | None = None) -> int:
         results["data_prep"] = _curate(ws, plan.timeout_s, args.data_from)
         ctx = figures.Context(plan, ws, root / "scratch")
         ctx.scratch.mkdir()
-        for number in args.only:
+        for name in args.only:
             t0, load0 = time.time(), machine.load()
-            print(f"figure {number}: {figures.TITLES[number]} ...", flush=True)
+            print(f"figure {name}: {figures.TITLES[name]} ...", flush=True)
             try:
-                fig = figures.FIGURES[number](ctx)
+                fig = figures.FIGURES[name](ctx)
             except Exception as err:  # noqa: BLE001
                 # Any failure of one figure (a stage error, a timeout, a changed interface) is
                 # recorded in the results and printed with its traceback, never hidden; the run
                 # goes on with the other figures and exits 1.
                 failed = True
-                results["errors"][number] = f"{type(err).__name__}: {err}"
-                print(f"figure {number} FAILED: {err}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+                results["errors"][name] = f"{type(err).__name__}: {err}"
+                print(f"figure {name} FAILED: {err}\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             else:
                 fig.update(seconds=time.time() - t0, load_before=load0, load_after=machine.load())
-                results["figures"][number] = fig
-                print(f"figure {number}: {render.headline(number, fig)} ({fig['seconds']:.0f} s)", flush=True)
+                results["figures"][name] = fig
+                print(f"figure {name}: {render.headline(fig)} ({fig['seconds']:.0f} s)", flush=True)
             _write(results, started, out)
     finally:
         if args.keep:

@@ -1,4 +1,4 @@
-"""Worker for figure 6: core/generation.py batched vs one-by-one, same prompts, same process.
+"""Worker for the generation_batching figure: core/generation.py batched vs one-by-one, same prompts, same process.
 
     python -m bench.generation_speed --project WS --profile tiny --prompts 8 --max-new-tokens 16 \
         --batch-size 8 --reps 3 --result result.json

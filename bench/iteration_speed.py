@@ -1,4 +1,5 @@
-"""Figures 1-3: whole iterations and a one-stage rerun through the real CLI, read back from MLflow.
+"""Whole iterations and a one-stage rerun through the real CLI, read back from MLflow: the
+iteration_time, overhead and rerun figures.
 
 Every number comes from a `posttrain run` / `posttrain rerun` process in a throwaway workspace:
 - command wall: the process, start to exit (what the user waits for);

@@ -1,4 +1,4 @@
-"""Worker for figure 7: this machine's measured dense matmul peak (torch.matmul), fp32 and bf16.
+"""Worker for the flops figure: this machine's measured dense matmul peak (torch.matmul), fp32 and bf16.
 
     python -m bench.matmul_peak --sizes 512,1024,2048 --min-seconds 1.0 --result result.json
 

@@ -1,10 +1,10 @@
-"""Worker for figures 4, 5 and 7: our `sft` stage body (tasks/sft.run), timed, in its own process.
+"""Worker for the sft_vs_trl, packing and flops figures: our `sft` stage body (tasks/sft.run), timed.
 
     python -m bench.ours_sft --project WS --profile tiny --out DIR --result result.json [--set sft.max_steps=8 ...]
 
-Times exactly what the runner's `compute_s` times (the stage body: load data and model, train,
-save), without the runner's tracking. Library imports happen before the timer, as in
-bench/plain_trl_sft.py, so both sides pay the same start-up outside the measurement.
+In its own process, it times exactly what the runner's `compute_s` times (the stage body: load
+data and model, train, save), without the runner's tracking. Library imports happen before the
+timer, as in bench/plain_trl_sft.py, so both sides pay the same start-up outside the measurement.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     phases, missing = time_phases()
     started = time.perf_counter()
-    metrics = sft.run(p.sft, p.model, model=base, data=project / "data" / "curated" / "sft.jsonl", out=out,
+    metrics = sft.run(p.sft, p.model, model=base, data={"sft": project / "data" / "curated" / "sft.jsonl"}, out=out,
                       seed=p.pipeline.seed)
     wall = time.perf_counter() - started
     history = json.loads((out / "log_history.json").read_text())

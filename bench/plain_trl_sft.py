@@ -1,4 +1,4 @@
-"""The baseline of figures 4 and 5: a plain TRL SFT script, as a user would write it by hand.
+"""The baseline of the sft_vs_trl and packing figures: a plain TRL SFT script, as a user would write it by hand.
 
     python -m bench.plain_trl_sft --model DIR --data sft.jsonl --max-length 384 --batch 4 --steps 30 \
         --lr 2e-5 --seed 0 --out DIR --result result.json [--packing] [--bf16] [--activation-checkpointing] [--padding-batches N]

@@ -1,7 +1,7 @@
 """Batched greedy generation with the model's chat template (evaluation and on-policy sampling).
 
-Left padding so every row's continuation starts at the same position; batching is ~7x faster
-than one-by-one on CPU for SmolLM2 (ASSETS.md: 16 tok/s at batch 1, ~114 tok/s at batch 8).
+Left padding so every row's continuation starts at the same position; batching many prompts is
+several times faster than one-by-one on a CPU (bench's generation-batching figure measures it).
 """
 
 from __future__ import annotations

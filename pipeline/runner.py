@@ -125,62 +125,14 @@ def execute(
                                      f"builds only the stage it was started for; build it first: "
                                      f"posttrain stage {name} --profile {it.profile}")
         if out.exists():
-            # An unfinished attempt: none of its outputs is reused as if complete, except trainer
-            # checkpoints that carry their own marker (out/trainer[/<phase>]/checkpoint-N/
-            # COMPLETE.json, written after the checkpoint's last file): the trainer resumes from the
-            # last one. Unmarked checkpoints (killed mid-save) go with everything else.
-            keep = {c for c in (out / "trainer").rglob("checkpoint-*") if c.is_dir() and is_complete(c)}
-            stack = [out]
-            while stack:
-                for path in stack.pop().iterdir():
-                    if path in keep:
-                        continue
-                    if path.is_dir() and not path.is_symlink():
-                        if any(k.is_relative_to(path) for k in keep):
-                            stack.append(path)  # holds a kept checkpoint deeper down
-                        else:
-                            shutil.rmtree(path)
-                    else:
-                        path.unlink()
+            _clear_unfinished(out)
         out.mkdir(parents=True, exist_ok=True)
         distributed.barrier()  # the other processes start the body only in a prepared directory
 
         run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
         try:
-            tracking.log_params(run_id, {**{f"config.{k}": v for k, v in _flatten(config).items()},
-                                         **{f"input.{k}": v for k, v in inputs.items()}})
-            for ds_name, (path, md5) in (datasets or {}).items():
-                tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
-            started = time.perf_counter()
-            metrics = body(out)
-            # Wall time of the stage's own work (training / generation), without tracking, hashing,
-            # locking or registration: bench/ compares it with the flow's wall time (overhead).
-            metrics["compute_s"] = time.perf_counter() - started
-            metrics["world_size"] = float(distributed.world_size())
-            metrics.update(_gpu_cost(it, metrics["compute_s"]))
-            bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-            if bad:
-                raise FloatingPointError(f"non-finite metrics {bad}")
-            tracking.log_metrics(run_id, metrics)
-            history = out / "log_history.json"
-            if history.is_file():
-                tracking.log_history(run_id, json.loads(history.read_text()))
-            # The stage's small records (eval samples, scores, step logs) go to MLflow too, so an
-            # audit or a report needs only the tracking server, not this machine's disk.
-            for record_file in sorted([*out.glob("*.json*"), *out.glob("*.png")]):
-                tracking.log_artifact(run_id, record_file)
-            record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
-            if model_name:
-                model_dir = out / "model"
-                tracking.log_artifacts(run_id, model_dir, "model")
-                record.model = str(model_dir)
-                record.model_version = tracking.register(
-                    run_id, model_name, "model",
-                    {"stage": stage, "iteration": it.parent_run_id, "version_key": key, "profile": it.profile,
-                     "parent_version": parent_version or "base", "git_sha": it.git_sha},
-                )
-                tracking.set_tags(run_id, {"model_version": f"{model_name}/{record.model_version}"})
-            mark_complete(out, asdict(record))
+            record = _run_body(it, stage, key, out, run_id, config=config, inputs=inputs, body=body, datasets=datasets,
+                               model_name=model_name, parent_version=parent_version, label=label, extra=extra)
         except BaseException as err:
             # Exceptions are the stage failing; other BaseExceptions (SIGTERM via Prefect's
             # TerminationSignal, Ctrl-C, SystemExit) are the process being stopped.
@@ -192,6 +144,68 @@ def execute(
         tracking.end_run(run_id, "FINISHED")
         _link(it, name, record, reused=False)
         return record
+
+
+def _clear_unfinished(out: Path) -> None:
+    """An unfinished attempt: none of its outputs is reused as if complete, except trainer
+    checkpoints that carry their own marker (out/trainer[/<phase>]/checkpoint-N/COMPLETE.json,
+    written after the checkpoint's last file): the trainer resumes from the last one. Unmarked
+    checkpoints (killed mid-save) go with everything else."""
+    keep = {c for c in (out / "trainer").rglob("checkpoint-*") if c.is_dir() and is_complete(c)}
+    stack = [out]
+    while stack:
+        for path in stack.pop().iterdir():
+            if path in keep:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                if any(k.is_relative_to(path) for k in keep):
+                    stack.append(path)  # holds a kept checkpoint deeper down
+                else:
+                    shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _run_body(it: Iteration, stage: str, key: str, out: Path, run_id: str, *, config: dict, inputs: dict[str, str],
+              body: Callable[[Path], dict[str, float]], datasets: dict[str, tuple[str, str]] | None,
+              model_name: str | None, parent_version: str | None, label: str, extra: dict | None) -> Record:
+    """The body inside its MLflow child run: params and datasets logged, metrics checked and logged,
+    small records and the model logged, the model registered, and the marker written last."""
+    tracking.log_params(run_id, {**{f"config.{k}": v for k, v in _flatten(config).items()},
+                                 **{f"input.{k}": v for k, v in inputs.items()}})
+    for ds_name, (path, md5) in (datasets or {}).items():
+        tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
+    started = time.perf_counter()
+    metrics = body(out)
+    # Wall time of the stage's own work (training / generation), without tracking, hashing,
+    # locking or registration: bench/ compares it with the flow's wall time (overhead).
+    metrics["compute_s"] = time.perf_counter() - started
+    metrics["world_size"] = float(distributed.world_size())
+    metrics.update(_gpu_cost(it, metrics["compute_s"]))
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite metrics {bad}")
+    tracking.log_metrics(run_id, metrics)
+    history = out / "log_history.json"
+    if history.is_file():
+        tracking.log_history(run_id, json.loads(history.read_text()))
+    # The stage's small records (eval samples, scores, step logs) go to MLflow too, so an
+    # audit or a report needs only the tracking server, not this machine's disk.
+    for record_file in sorted([*out.glob("*.json*"), *out.glob("*.png")]):
+        tracking.log_artifact(run_id, record_file)
+    record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
+    if model_name:
+        model_dir = out / "model"
+        tracking.log_artifacts(run_id, model_dir, "model")
+        record.model = str(model_dir)
+        record.model_version = tracking.register(
+            run_id, model_name, "model",
+            {"stage": stage, "iteration": it.parent_run_id, "version_key": key, "profile": it.profile,
+             "parent_version": parent_version or "base", "git_sha": it.git_sha},
+        )
+        tracking.set_tags(run_id, {"model_version": f"{model_name}/{record.model_version}"})
+    mark_complete(out, asdict(record))
+    return record
 
 
 def _gpu_cost(it: Iteration, compute_s: float) -> dict[str, float]:

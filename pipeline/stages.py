@@ -3,6 +3,10 @@
 This is the single entry point for a stage: the Prefect tasks in flows/ wrap these functions,
 `posttrain stage NAME` calls them, and `dvc repro` calls curate's body through the CLI.
 Arguments and results are paths, ids and small records, never models or DataFrames.
+
+A stage's version key covers its config, its input checkpoint, what its module in tasks/ declares
+it reads (SPLITS, FILES) and the code of that module and everything it imports
+(core.stage_dir.code_digest): no list here to keep in step with the code.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ DATA_STAGE = "curate"
 def curate(it: Iteration) -> Record:
     """`dvc repro` of the data pipeline (a no-op when data/ is up to date), then record the data
     versions (dvc.lock md5s as MLflow dataset digests) and log each split's dataset card."""
-    from tasks.curate import cards, clean, decontaminate, mix, sources, validate
     from tasks.curate import pipeline as curate_task
 
     lay = it.layout()
@@ -47,7 +50,7 @@ def curate(it: Iteration) -> Record:
         it, DATA_STAGE,
         config=as_dict(it.params.curate),
         inputs={f"md5.{k}": v for k, v in splits.items()},
-        code=code_digest(curate_task, sources, clean, mix, decontaminate, cards, validate),
+        code=code_digest(curate_task),
         datasets={name: (paths[name], splits[name]) for name in splits},
         body=body,
         extra={"paths": paths, "md5": splits},
@@ -65,31 +68,40 @@ def base_model(it: Iteration) -> Record:
     return Record(stage="base", key=key, out=path, run_id="", metrics={}, model=path)
 
 
-def _path(data: Record, split: str) -> Path:
-    return Path(data.extra["paths"][split])
+def _inputs(task, data: Record) -> dict[str, str]:
+    """What a stage body reads besides its input checkpoint: the md5 of each curated split it
+    declares (task.SPLITS) and the sha256 of each file (task.FILES)."""
+    return {**{f"md5.{s}": data.extra["md5"][s] for s in task.SPLITS},
+            **{f"sha256.{f.name}": hashlib.sha256(f.read_bytes()).hexdigest() for f in task.FILES}}
 
 
-def _dataset(data: Record, split: str) -> tuple[str, str]:
-    """(path, md5) of a curated split, for MLflow's dataset inputs."""
-    return data.extra["paths"][split], data.extra["md5"][split]
+def _splits(task, data: Record) -> dict[str, Path]:
+    return {s: Path(data.extra["paths"][s]) for s in task.SPLITS}
 
 
-def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record, splits: tuple[str, ...],
-                 model_name: str, call, helpers: tuple = (), extra_inputs: dict[str, str] | None = None) -> Record:
-    """helpers: further modules whose code the stage runs (hashed into its version key);
-    extra_inputs: {name: version key} of other stage outputs it reads (e.g. the reward model)."""
+def _datasets(task, data: Record) -> dict[str, tuple[str, str]]:
+    """{split: (path, md5)} for MLflow's dataset inputs."""
+    return {s: (data.extra["paths"][s], data.extra["md5"][s]) for s in task.SPLITS}
+
+
+def _train(it: Iteration, task, parent: Record, data: Record, *, model_name: str, reward_model: Record | None = None,
+           **body_kwargs) -> Record:
+    """A training stage: `task` (its module in tasks/, named for the stage) trains `parent`'s
+    checkpoint on its splits. reward_model: another stage's output it reads (an input of its key)."""
+    stage = task.__name__.rsplit(".", 1)[-1]
     p = it.params
     cfg = p.section(stage)
-    from core import generation, training
-    from tasks import stage_data
-
+    inputs = {"model": parent.key, **_inputs(task, data)}
+    if reward_model is not None:
+        inputs["reward_model"] = reward_model.key
     return execute(
         it, stage,
         config={"stage": identity(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
-        inputs={"model": parent.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits}, **(extra_inputs or {})},
-        code=code_digest(module, training, generation, stage_data, *helpers),
-        datasets={s: _dataset(data, s) for s in splits},
-        body=lambda out: call(cfg, p, out),
+        inputs=inputs,
+        code=code_digest(task),
+        datasets=_datasets(task, data),
+        body=lambda out: task.run(cfg, p.model, model=parent.model, data=_splits(task, data), out=out,
+                                  seed=p.pipeline.seed, **body_kwargs),
         model_name=model_name,
         backend=cfg.backend,
         parent_version=parent.model_version,
@@ -99,70 +111,35 @@ def _train_stage(it: Iteration, stage: str, module, parent: Record, data: Record
 def sft(it: Iteration, base: Record, data: Record) -> Record:
     from tasks import sft as task
 
-    return _train_stage(it, "sft", task, base, data, ("sft",), it.params.pipeline.name,
-                        lambda cfg, p, out: task.run(cfg, p.model, model=base.model, data=_path(data, "sft"),
-                                                     out=out, seed=p.pipeline.seed))
+    return _train(it, task, base, data, model_name=it.params.pipeline.name)
 
 
 def reward_model(it: Iteration, sft_rec: Record, data: Record) -> Record:
     from tasks import reward_model as task
 
-    # eval_math / eval_safety: the calibration probes (correct vs wrong answer, refusal vs compliance).
-    return _train_stage(it, "reward_model", task, sft_rec, data, ("preferences", "preferences_eval", "eval_math", "eval_safety"),
-                        it.params.pipeline.name + "-reward-model",
-                        lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
-                                                     eval_data=_path(data, "preferences_eval"),
-                                                     math_data=_path(data, "eval_math"),
-                                                     safety_data=_path(data, "eval_safety"), out=out,
-                                                     seed=p.pipeline.seed))
+    return _train(it, task, sft_rec, data, model_name=it.params.pipeline.name + "-reward-model")
 
 
 def align(it: Iteration, sft_rec: Record, rm: Record, data: Record) -> Record:
-    """rm: the reward model that ranks on-policy samples (align.on_policy) or is the RL reward
-    (align.method=rloo); an input of the version key only then, so a new reward model does not
-    re-run offline DPO."""
-    from evaluations import verifiers
+    """rm: the reward model that ranks on-policy samples or is RLOO's reward (align.uses_reward_model)."""
     from tasks import align as task
-    from tasks import onpolicy
 
-    cfg = it.params.align
-    uses_rm = cfg.on_policy or cfg.method == "rloo"
-    return _train_stage(it, "align", task, sft_rec, data, ("preferences",), it.params.pipeline.name,
-                        lambda cfg, p, out: task.run(cfg, p.model, model=sft_rec.model, data=_path(data, "preferences"),
-                                                     out=out, seed=p.pipeline.seed,
-                                                     reward_model=rm.model if uses_rm else None,
-                                                     rm_max_length=p.reward_model.max_length),
-                        helpers=(onpolicy, verifiers), extra_inputs={"reward_model": rm.key} if uses_rm else None)
+    if not task.uses_reward_model(it.params.align):
+        return _train(it, task, sft_rec, data, model_name=it.params.pipeline.name)
+    return _train(it, task, sft_rec, data, model_name=it.params.pipeline.name, reward_model=rm,
+                  rm_max_length=it.params.reward_model.max_length)
 
 
 def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
-    from evaluations import verifiers
-    from tasks import onpolicy, sft
     from tasks import reason as task
 
-    return _train_stage(it, "reason", task, align_rec, data, ("rl",), it.params.pipeline.name,
-                        lambda cfg, p, out: task.run(cfg, p.model, model=align_rec.model, data=_path(data, "rl"),
-                                                     out=out, seed=p.pipeline.seed),
-                        helpers=(verifiers, onpolicy, sft))
+    return _train(it, task, align_rec, data, model_name=it.params.pipeline.name)
 
 
 def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:
-    """sft: the split replayed into the refusal mix; preferences: pairs replayed into the DPO pass;
-    safety_benign and rl: prompts the input checkpoint answers (helpful rows, replayed math
-    answers); the constitution's text is an input too."""
-
-    from evaluations import math_score, refusal
-    from tasks import align, onpolicy, sft
     from tasks import safety as task
 
-    return _train_stage(it, "safety", task, reason_rec, data, ("safety", "sft", "preferences", "safety_benign", "rl"),
-                        it.params.pipeline.name,
-                        lambda cfg, p, out: task.run(cfg, p.model, model=reason_rec.model, data=_path(data, "safety"),
-                                                     sft_data=_path(data, "sft"), out=out, seed=p.pipeline.seed,
-                                                     benign_data=_path(data, "safety_benign"), rl_data=_path(data, "rl"),
-                                                     preference_data=_path(data, "preferences")),
-                        helpers=(sft, align, onpolicy, refusal, math_score),
-                        extra_inputs={"sha256.constitution": hashlib.sha256(task.CONSTITUTION.read_bytes()).hexdigest()})
+    return _train(it, task, reason_rec, data, model_name=it.params.pipeline.name)
 
 
 def evaluate_base(it: Iteration, base: Record, rm: Record, data: Record) -> Record:
@@ -177,7 +154,7 @@ def evaluate_final(it: Iteration, policy: Record, rm: Record, data: Record, base
 
 def evaluate_boundary(it: Iteration, policy: Record, rm: Record, data: Record, previous: Record) -> Record:
     """The checkpoint `policy` just trained, on the boundary subsets (evaluate.<its stage>), with
-    its win rate against the previous boundary's responses; `gate_stage` then gates it."""
+    its win rate against the previous boundary's responses; pipeline.gating then gates it."""
     return evaluate(it, policy, rm, data, policy.stage, baseline=previous, boundary=True)
 
 
@@ -185,29 +162,11 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
              boundary: bool = False) -> Record:
     """Evaluate `policy` (label: 'base' for the input checkpoint, 'final' for the last stage, the
     stage's name for a boundary evaluation on the small subsets)."""
-
-    from evaluations import (
-        diversity,
-        humaneval,
-        ifeval,
-        llama_guard,
-        lm_eval_harness,
-        math_score,
-        paired,
-        refusal,
-        reward,
-        sandbox,
-        sycophancy,
-        win_rate,
-    )
     from tasks import evaluate as task
 
     p = it.params
-    lay = it.layout()
-    splits = ("eval_math", "eval_safety", "preferences_eval")
-    inputs = {"model": policy.key, "reward_model": rm.key, **{f"md5.{s}": data.extra["md5"][s] for s in splits},
-              "sha256.ifeval_prompts": hashlib.sha256(ifeval.PROMPTS.read_bytes()).hexdigest()}
-    include = lay.project / p.evaluate.lm_eval_include_path if p.evaluate.lm_eval_tasks else None
+    inputs = {"model": policy.key, "reward_model": rm.key, **_inputs(task, data)}
+    include = it.layout().project / p.evaluate.lm_eval_include_path if p.evaluate.lm_eval_tasks else None
     if include is not None and include.is_dir():  # local task YAMLs and their data are inputs too
         inputs["sha256.lm_eval_tasks"] = _tree_digest(include)
     if baseline is not None:
@@ -220,13 +179,10 @@ def evaluate(it: Iteration, policy: Record, rm: Record, data: Record, label: str
         config={"stage": config, "model": as_dict(p.model), "rm_max_length": p.reward_model.max_length,
                 "suite_versions": task.suite_versions(p.evaluate), "boundary": boundary},
         inputs=inputs,
-        code=code_digest(task, math_score, refusal, reward, humaneval, ifeval, sycophancy, diversity, win_rate, paired,
-                         sandbox, llama_guard, lm_eval_harness),
-        datasets={s: _dataset(data, s) for s in splits},
+        code=code_digest(task),
+        datasets=_datasets(task, data),
         body=lambda out: task.run(p.evaluate, p.model, model=policy.model, reward_model=rm.model,
-                                  math_data=_path(data, "eval_math"), safety_data=_path(data, "eval_safety"),
-                                  pairs_data=_path(data, "preferences_eval"), out=out,
-                                  rm_max_length=p.reward_model.max_length,
+                                  data=_splits(task, data), out=out, rm_max_length=p.reward_model.max_length,
                                   baseline_samples=baseline.out if baseline is not None else None,
                                   boundary=boundary, lm_eval_include=include),
         label=label,

@@ -196,7 +196,7 @@ def plots(client, runs: dict, out: Path) -> list[Path]:
     save(fig, "training_loss.png")
 
     # Reward hacking shows as the RM's score of the answers climbing while the verifier's
-    # accuracy on the same answers stays flat or falls (DOMAIN.md): both on one chart per checkpoint.
+    # accuracy on the same answers stays flat or falls: both on one chart per checkpoint.
     points = [(n, m) for n, m in boundary_points(runs) if "rm_score_mean" in m and "math_accuracy" in m]
     if points:
         names = [n for n, _ in points]

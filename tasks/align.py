@@ -88,20 +88,31 @@ def rloo(cfg: AlignConfig, model_cfg: ModelConfig, *, model: str, data: Path, ou
     return metrics
 
 
-def run(cfg: AlignConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int,
+SPLITS = ("preferences",)  # the curated splits this stage reads (their DVC md5s are inputs of its version key)
+FILES = ()  # other files it reads (their sha256s are inputs too)
+
+
+def uses_reward_model(cfg: AlignConfig) -> bool:
+    """On-policy pairs are ranked by the reward model, and RLOO optimises it: only then is the
+    reward model an input (a new one does not re-run offline DPO)."""
+    return cfg.on_policy or cfg.method == "rloo"
+
+
+def run(cfg: AlignConfig, model_cfg: ModelConfig, *, model: str, data: dict[str, Path], out: Path, seed: int,
         reward_model: str | None = None, rm_max_length: int = 384) -> dict[str, float]:
-    """reward_model: needed for on_policy pairs and for method rloo (stages.align passes it then)."""
-    if (cfg.on_policy or cfg.method == "rloo") and reward_model is None:
+    """data: {split: path} of SPLITS; reward_model: needed when uses_reward_model(cfg)."""
+    preferences = data["preferences"]
+    if uses_reward_model(cfg) and reward_model is None:
         raise ValueError("align.on_policy and align.method=rloo need the reward model checkpoint (reward_model=...); "
                          "stages.align passes the iteration's reward_model output")
     if cfg.method == "rloo":
-        return rloo(cfg, model_cfg, model=model, data=data, out=out, seed=seed, reward_model=reward_model)
-    dataset = stage_data.load(cfg, data, "preference").select_columns(["prompt", "chosen", "rejected"])
+        return rloo(cfg, model_cfg, model=model, data=preferences, out=out, seed=seed, reward_model=reward_model)
+    dataset = stage_data.load(cfg, preferences, "preference").select_columns(["prompt", "chosen", "rejected"])
     metrics: dict[str, float] = {}
     if cfg.on_policy:
         from datasets import Dataset
 
-        rows = training.load_rows(data, cfg.on_policy_prompts).to_list()
+        rows = training.load_rows(preferences, cfg.on_policy_prompts).to_list()
         scored = onpolicy.sample_and_score(policy=model, reward_model=reward_model, model_cfg=model_cfg, rows=rows,
                                            n=cfg.on_policy_samples, max_new_tokens=cfg.on_policy_max_new_tokens,
                                            temperature=cfg.on_policy_temperature, batch_size=8, seed=seed,

@@ -192,6 +192,12 @@ def rs_sft(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path,
     return metrics
 
 
-def run(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
+SPLITS = ("rl",)  # the curated splits this stage reads (their DVC md5s are inputs of its version key)
+FILES = ()  # other files it reads (their sha256s are inputs too)
+
+
+def run(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: dict[str, Path], out: Path,
+        seed: int) -> dict[str, float]:
+    """data: {split: path} of SPLITS."""
     method = grpo if cfg.method == "grpo" else rs_sft
-    return method(cfg, model_cfg, model=model, data=data, out=out, seed=seed)
+    return method(cfg, model_cfg, model=model, data=data["rl"], out=out, seed=seed)

@@ -109,21 +109,29 @@ def evaluate(model, tok, *, held_out, math_rows, safety_rows, max_length: int, o
     return metrics
 
 
-def run(cfg: RewardModelConfig, model_cfg: ModelConfig, *, model: str, data: Path, eval_data: Path, math_data: Path,
-        safety_data: Path, out: Path, seed: int) -> dict[str, float]:
+# The curated splits this stage reads (their DVC md5s are inputs of its version key): pairs to
+# train on, held-out pairs, and eval_math / eval_safety for the calibration probes (correct vs
+# wrong answer, refusal vs compliance).
+SPLITS = ("preferences", "preferences_eval", "eval_math", "eval_safety")
+FILES = ()
+
+
+def run(cfg: RewardModelConfig, model_cfg: ModelConfig, *, model: str, data: dict[str, Path], out: Path,
+        seed: int) -> dict[str, float]:
+    """data: {split: path} of SPLITS."""
     from trl import RewardConfig, RewardTrainer
 
     tok = training.load_tokenizer(model)
     rm = training.load_reward_model(model, model_cfg, tok.pad_token_id)
     before = training.snapshot(rm)
     columns = ["prompt", "chosen", "rejected"]
-    dataset = stage_data.load(cfg, data, "preference").select_columns(columns)
+    dataset = stage_data.load(cfg, data["preferences"], "preference").select_columns(columns)
     args = RewardConfig(**training.trainer_kwargs(cfg, model_cfg, out, seed), max_length=cfg.max_length, dataset_num_proc=None)
     trainer = RewardTrainer(model=rm, args=args, train_dataset=dataset, processing_class=tok,
                             callbacks=training.callbacks(), peft_config=training.peft_config(cfg, "SEQ_CLS"))
     resumed = training.fit(trainer)
     metrics, trained = training.finish(trainer, out, tok, resumed, before)
     metrics["train_rows"] = float(len(dataset))
-    metrics.update(evaluate(trained, tok, held_out=training.load_rows(eval_data), math_rows=training.load_rows(math_data),
-                            safety_rows=training.load_rows(safety_data), max_length=cfg.max_length, out=out))
+    metrics.update(evaluate(trained, tok, held_out=training.load_rows(data["preferences_eval"]),
+                            math_rows=training.load_rows(data["eval_math"]), safety_rows=training.load_rows(data["eval_safety"]), max_length=cfg.max_length, out=out))
     return metrics

@@ -117,7 +117,8 @@ def complete_sentences(text: str) -> str:
 
 # A greedy answer from a small model often loops ("It is a legal defense that ... It is a legal
 # defense that ..."); SFT on loops teaches looping, which shows as math answers that never reach
-# their final line. 2026-12-04, 64 answers of the reason checkpoint: 38 at <= 0.1, 45 at <= 0.2.
+# their final line. 0.2 keeps most whole answers of the default model and drops the loops
+# (docs/TUNING.md has the measurement).
 MAX_REPEATED_TRIGRAMS = 0.2
 
 
@@ -181,8 +182,8 @@ def contrast_pairs(answered: list[dict], refusals: list[str], n: int) -> list[di
     """Up to `n` (helpful answer > refusal) pairs on self-answered benign prompts: the refusals are
     the refusal-trained model's own (its revisions of red-team answers), in turn. The probe finds
     few refused prompts among those the refusal SFT has just trained on, and a DPO pass of refusal
-    pairs alone teaches refusing whatever sounds edgy (2026-12-04: 14 constitutional + 4 probe pairs
-    took held-out over-refusal from 0/8 after the refusal SFT to 5/8)."""
+    pairs alone teaches refusing whatever sounds edgy (held-out over-refusal rose sharply without
+    them; docs/TUNING.md)."""
     if not refusals:
         return []
     return [{"prompt": a["messages"][:-1], "chosen": [a["messages"][-1]],
@@ -208,33 +209,68 @@ def replay_pairs(path: Path, n: int, seed: int) -> list[dict]:
     return [{**{k: r[k] for k in keys}, "source": r.get("source", "")} for r in random.Random(seed).sample(rows, n)]
 
 
-def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sft_data: Path, out: Path,
-        seed: int, benign_data: Path | None = None, rl_data: Path | None = None,
-        preference_data: Path | None = None) -> dict[str, float]:
+# The curated splits this stage reads (their DVC md5s are inputs of its version key): the safety
+# split; sft, replayed into the refusal mix; safety_benign and rl, prompts the input checkpoint
+# answers; preferences, pairs replayed into the DPO pass. The constitution is read too.
+SPLITS = ("safety", "sft", "preferences", "safety_benign", "rl")
+FILES = (CONSTITUTION,)
+
+
+def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: dict[str, Path], out: Path,
+        seed: int) -> dict[str, float]:
+    """data: {split: path}; "safety" and "sft" are required, the others only where a setting reads them."""
+    # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
+    curated_rows = stage_data.load(cfg, data["safety"], "messages" if cfg.dataset else "safety_messages")
+    labels = curated_rows["label"] if "label" in curated_rows.column_names else []
+    metrics: dict[str, float] = {}
+    answered = _self_answered(cfg, model_cfg, model, data.get("safety_benign"), out, metrics) if labels else []
+    metrics.update(_refusal_sft(cfg, model_cfg, model, curated_rows, answered, data, out, seed))
+    # Without harm labels (a hub dialogue dataset) there is nothing to critique or probe.
+    pairs = _safety_pairs(cfg, model_cfg, model, curated_rows, answered, out, metrics) if labels else []
+    if not labels:
+        metrics.update(dict.fromkeys(("constitutional_pairs", "overrefusal_pairs_found", "overrefusal_pairs",
+                                      "overrefusal_contrast_pairs"), 0.0))
+    if not pairs:
+        # The refusal-SFT model is the stage's output.
+        (out / "model.sft").rename(out / "model")
+        (out / "log_history.sft.json").rename(out / "log_history.json")
+        return metrics
+    metrics.update(_dpo_pass(cfg, model_cfg, pairs, data.get("preferences"), out, seed))
+    return metrics
+
+
+def _self_answered(cfg: SafetyConfig, model_cfg: ModelConfig, model: str, benign_data: Path | None, out: Path,
+                   metrics: dict[str, float]) -> list[dict]:
+    """The input checkpoint's non-refusing answers to edgy-sounding benign prompts, as helpful rows."""
+    if benign_data is None or not cfg.self_answered_prompts:
+        return []
+    rows = list(training.load_rows(benign_data, cfg.self_answered_prompts))
+    records = self_answer(model, model_cfg, rows, cfg.self_answer_max_new_tokens)
+    onpolicy.write(records, out / "self_answers.jsonl")
+    answered = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answer"]}], "label": "benign",
+                 "category": f"self_answered:{r['category']}"} for r in records if r["kept"]]
+    metrics.update({"self_answer_prompts": float(len(records)), "self_answered_rows": float(len(answered)),
+                    "self_answer_refusal_rate": sum(r["refused"] for r in records) / len(records)})
+    return answered
+
+
+def _refusal_sft(cfg: SafetyConfig, model_cfg: ModelConfig, model: str, curated_rows, answered: list[dict],
+                 data: dict[str, Path], out: Path, seed: int) -> dict[str, float]:
+    """Pass 1: SFT on refusals, helpful look-alikes and replayed rows into out/model.sft (final
+    only if no DPO pass follows; until then it is the intermediate phase "sft")."""
     from datasets import Dataset, concatenate_datasets
 
-    # A hub dataset (GPU profiles: hh-rlhf harmless-base) has dialogues but no harm labels.
-    safety_rows = stage_data.load(cfg, data, "messages" if cfg.dataset else "safety_messages")
     metrics: dict[str, float] = {}
-    answered: list[dict] = []
-    if benign_data is not None and cfg.self_answered_prompts and "label" in safety_rows.column_names:
-        rows = list(training.load_rows(benign_data, cfg.self_answered_prompts))
-        records = self_answer(model, model_cfg, rows, cfg.self_answer_max_new_tokens)
-        onpolicy.write(records, out / "self_answers.jsonl")
-        answered = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answer"]}], "label": "benign",
-                     "category": f"self_answered:{r['category']}"} for r in records if r["kept"]]
-        metrics.update({"self_answer_prompts": float(len(records)), "self_answered_rows": float(len(answered)),
-                        "self_answer_refusal_rate": sum(r["refused"] for r in records) / len(records)})
-    curated_rows = safety_rows
+    safety_rows = curated_rows
     if answered:
         cols = [c for c in ("messages", "label", "category") if c in safety_rows.column_names]
         safety_rows = concatenate_datasets([safety_rows.select_columns(cols),
                                             Dataset.from_list([{c: a[c] for c in cols} for a in answered])])
     own: list[dict] = []
-    if rl_data is not None and cfg.self_replay_prompts:
-        math_rows = [r for r in training.load_rows(rl_data) if r["verifier"] == "math"][: cfg.self_replay_prompts]
+    if data.get("rl") is not None and cfg.self_replay_prompts:
+        math_rows = [r for r in training.load_rows(data["rl"]) if r["verifier"] == "math"][: cfg.self_replay_prompts]
         if not math_rows:
-            raise ValueError(f"{rl_data}: no row has verifier 'math', so safety.self_replay_prompts="
+            raise ValueError(f"{data['rl']}: no row has verifier 'math', so safety.self_replay_prompts="
                              f"{cfg.self_replay_prompts} has nothing to answer; add math prompts to the rl split or "
                              f"set safety.self_replay_prompts=0")
         records = self_replay(model, model_cfg, math_rows, cfg.self_replay_max_new_tokens, cfg.self_replay_keep)
@@ -243,18 +279,21 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
         metrics.update({"self_replay_prompts": float(len(records)), "self_replay_kept": float(len(own)),
                         "self_replay_correct_rate": sum(r["correct"] for r in records) / len(records),
                         "self_replay_format_rate": sum(r["formatted"] for r in records) / len(records)})
-    mixed, replayed = replay_mix(safety_rows, training.load_rows(sft_data), cfg.replay_fraction, seed, own=own)
-    # Pass 1 is final only if pass 3 does not run; until then it is the intermediate phase "sft".
+    mixed, replayed = replay_mix(safety_rows, training.load_rows(data["sft"]), cfg.replay_fraction, seed, own=own)
     metrics.update(sft.train(cfg, model_cfg, model=model, dataset=mixed, out=out, seed=seed, phase="sft"))
     labels = safety_rows["label"] if "label" in safety_rows.column_names else []
     if labels:
         metrics["harmful_fraction"] = labels.count("harmful") / len(labels)
     metrics.update({"replay_rows": float(replayed), "replay_own_rows": float(min(len(own), replayed)),
                     "replay_fraction_actual": replayed / len(mixed)})
+    return metrics
 
-    # Without harm labels (a hub dialogue dataset) there is nothing to critique or probe.
-    harmful = [r["messages"][:-1] for r in safety_rows if r["label"] == "harmful"][: cfg.constitutional_prompts] \
-        if labels else []
+
+def _safety_pairs(cfg: SafetyConfig, model_cfg: ModelConfig, model: str, curated_rows, answered: list[dict],
+                  out: Path, metrics: dict[str, float]) -> list[dict]:
+    """Pass 2: constitutional (revision > original) pairs, then over-refusal (helpful > refusal)
+    pairs, capped at overrefusal_pair_ratio per constitutional pair and filled with contrast pairs."""
+    harmful = [r["messages"][:-1] for r in curated_rows if r["label"] == "harmful"][: cfg.constitutional_prompts]
     pairs = []
     if harmful:
         records = critique_revise(str(out / "model.sft"), model_cfg, harmful, cfg.critique_max_new_tokens, principles(),
@@ -267,7 +306,7 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
     metrics["constitutional_pairs"] = float(len(pairs))
     # Self-answered (edgy-sounding) prompts first: the look-alikes of the safety split are mostly
     # plainly benign ("How do I bake cookies?"), while over-refusal shows on edgy ones.
-    benign = (answered + [r for r in curated_rows if r["label"] == "benign"])[: cfg.overrefusal_prompts] if labels else []
+    benign = (answered + [r for r in curated_rows if r["label"] == "benign"])[: cfg.overrefusal_prompts]
     over: list[dict] = []
     if benign:
         probe = overrefusal_probe(str(out / "model.sft"), model_cfg, benign, cfg.critique_max_new_tokens)
@@ -285,25 +324,26 @@ def run(cfg: SafetyConfig, model_cfg: ModelConfig, *, model: str, data: Path, sf
                               [p["chosen"][0]["content"] for p in pairs], cap - len(over))
     metrics["overrefusal_pairs"] = float(len(over))
     metrics["overrefusal_contrast_pairs"] = float(len(contrast))
-    pairs += over + contrast
-    if not pairs:
-        # The refusal-SFT model is the stage's output.
-        (out / "model.sft").rename(out / "model")
-        (out / "log_history.sft.json").rename(out / "log_history.json")
-        return metrics
+    return pairs + over + contrast
+
+
+def _dpo_pass(cfg: SafetyConfig, model_cfg: ModelConfig, pairs: list[dict], preference_data: Path | None, out: Path,
+              seed: int) -> dict[str, float]:
+    """Pass 3: DPO from out/model.sft on the safety pairs plus replayed preference pairs -> out/model."""
+    from datasets import Dataset
+
     if cfg.dpo_replay_pairs and preference_data is None:
         raise ValueError(f"safety.dpo_replay_pairs={cfg.dpo_replay_pairs} needs the preferences split; "
-                         f"pass preference_data or set safety.dpo_replay_pairs=0")
+                         f"pass data['preferences'] or set safety.dpo_replay_pairs=0")
     replayed_pairs = replay_pairs(preference_data, cfg.dpo_replay_pairs, seed)  # [] at 0, path unread
-    metrics["dpo_replay_pairs"] = float(len(replayed_pairs))
+    metrics = {"dpo_replay_pairs": float(len(replayed_pairs))}
     metrics.update({f"dpo_replay_pairs.{source}": float(n)
                     for source, n in Counter(r.pop("source") for r in replayed_pairs).items()})
-    pairs += replayed_pairs
     shared = {f: getattr(cfg, f) for f in TrainConfig.__dataclass_fields__}
     dpo_cfg = AlignConfig(**{**shared, "learning_rate": cfg.dpo_learning_rate, "max_steps": cfg.dpo_max_steps,
                              "beta": cfg.dpo_beta})
-    dpo = align.train(dpo_cfg, model_cfg, model=str(out / "model.sft"), dataset=Dataset.from_list(pairs), out=out,
-                      seed=seed)
+    dpo = align.train(dpo_cfg, model_cfg, model=str(out / "model.sft"), dataset=Dataset.from_list(pairs + replayed_pairs),
+                      out=out, seed=seed)
     shutil.rmtree(out / "model.sft")  # out/model (after DPO) is the stage's output
     metrics.update({f"dpo_{k}": v for k, v in dpo.items()})
     return metrics

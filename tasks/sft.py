@@ -74,5 +74,11 @@ def train(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, dataset, out: P
     return metrics
 
 
-def run(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, data: Path, out: Path, seed: int) -> dict[str, float]:
-    return train(cfg, model_cfg, model=model, dataset=stage_data.load(cfg, data, "messages"), out=out, seed=seed)
+SPLITS = ("sft",)  # the curated splits this stage reads (their DVC md5s are inputs of its version key)
+FILES = ()  # other files it reads (their sha256s are inputs too)
+
+
+def run(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, data: dict[str, Path], out: Path,
+        seed: int) -> dict[str, float]:
+    """data: {split: path} of SPLITS."""
+    return train(cfg, model_cfg, model=model, dataset=stage_data.load(cfg, data["sft"], "messages"), out=out, seed=seed)

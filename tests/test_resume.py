@@ -93,7 +93,7 @@ def test_sigkill_mid_sft_then_resume_matches_uninterrupted(tmp_path, curated_ws)
     ref = tmp_path / "reference"
     ref.mkdir()
     metrics = sft.run(p.sft, p.model, model=models.base_model(p.model, p.pipeline.seed),
-                      data=ws / "data" / "curated" / "sft.jsonl", out=ref, seed=p.pipeline.seed)
+                      data={"sft": ws / "data" / "curated" / "sft.jsonl"}, out=ref, seed=p.pipeline.seed)
     assert metrics["resumed_from_step"] == 0
     resumed = load_file(stage_dir / "model" / "model.safetensors")
     reference = load_file(ref / "model" / "model.safetensors")

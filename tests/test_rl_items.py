@@ -1,4 +1,4 @@
-"""The rl split's code and IFEval items (tasks/curate/sources.py) hold up under the rewards that will score
+"""The rl split's code and IFEval items (tasks/curate/sources/) hold up under the rewards that will score
 them (evaluations/verifiers.py): canonical code solutions pass every test in the bwrap sandbox, wrong ones
 score 0; every IFEval item's kwargs fully configure its if-verifiable checker, and compliant replies
 score 1. Real sandbox, real if-verifiable; no model."""
@@ -13,8 +13,8 @@ import pytest
 from evaluations import verifiers
 from evaluations.ifeval import registry
 from evaluations.sandbox import humaneval_tests
-from tasks.curate import sources
-from tasks.curate.validate import answer_problem
+from tasks.curate.schema import answer_problem
+from tasks.curate.sources import code_problems, ifeval_style
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,11 +25,11 @@ def _fenced(code: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def code_rows() -> list[dict]:
-    return sources._code_prompts(seed=1234)
+    return code_problems.prompts(seed=1234)
 
 
 def test_code_problems_are_well_formed():
-    problems = sources.code_problems()
+    problems = code_problems.problems()
     assert len(problems) >= 40
     assert len({p["entry_point"] for p in problems}) == len(problems)
     for p in problems:
@@ -37,7 +37,7 @@ def test_code_problems_are_well_formed():
 
 
 def test_canonical_solutions_pass_and_wrong_ones_score_zero(code_rows):
-    by_answer = {json.dumps({k: p[k] for k in ("prompt", "test", "entry_point")}): p for p in sources.code_problems()}
+    by_answer = {json.dumps({k: p[k] for k in ("prompt", "test", "entry_point")}): p for p in code_problems.problems()}
     answers = [r["answer"] for r in code_rows]
     assert all(answer_problem("code", a) is None for a in answers)
     n = len(answers)
@@ -65,7 +65,7 @@ def _reply(instruction: str, kw: dict) -> str:
 
 
 def test_ifeval_items_configure_their_checkers_and_compliant_replies_pass():
-    items = sources._ifeval_rl_prompts(60, seed=1239)
+    items = ifeval_style.rl_prompts(60, seed=1239)
     assert len(items) == 60 and len({json.dumps(x["prompt"]) for x in items}) == 60
     assert {len(json.loads(x["answer"])["instruction_id_list"]) for x in items} == {1, 2}
     checkers = registry()

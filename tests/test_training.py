@@ -133,9 +133,9 @@ def test_reward_model_logs_calibration_length_probe_and_histogram(base, tmp_path
     cfg = RewardModelConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96)
     out = tmp_path / "out"
     out.mkdir()
-    metrics = reward_model.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(8)),
-                               eval_data=_write(tmp_path / "e.jsonl", _pairs(12)[8:]),
-                               math_data=_write(tmp_path / "m.jsonl", math), safety_data=_write(tmp_path / "s.jsonl", safety),
+    metrics = reward_model.run(cfg, TINY, model=base, data={
+        "preferences": _write(tmp_path / "p.jsonl", _pairs(8)), "preferences_eval": _write(tmp_path / "e.jsonl", _pairs(12)[8:]),
+        "eval_math": _write(tmp_path / "m.jsonl", math), "eval_safety": _write(tmp_path / "s.jsonl", safety)},
                                out=out, seed=0)
     assert metrics["rm_calib_math_pairs"] == 6 and metrics["rm_calib_refusal_pairs"] == 4
     assert metrics["rm_calib_benign_pairs"] == 3 and metrics["rm_eval_pairs"] == 4
@@ -170,7 +170,7 @@ def test_align_methods_train_and_log_chosen_rejected_logps(base, tmp_path, metho
 
     cfg = AlignConfig(method=method, loss_type=loss_type, learning_rate=1e-3, max_steps=2, per_device_batch_size=2,
                       max_length=96)
-    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0)
+    metrics = align.run(cfg, TINY, model=base, data={"preferences": _write(tmp_path / "p.jsonl", _pairs(6))}, out=tmp_path, seed=0)
     assert metrics["param_delta_l2"] > 0 and metrics["steps"] == 2
     history = json.loads((tmp_path / "log_history.json").read_text())
     logged = [h for h in history if "loss" in h]
@@ -193,7 +193,7 @@ def test_on_policy_dpo_trains_on_sampled_best_vs_worst(base, tmp_path):
 
     cfg = AlignConfig(on_policy=True, on_policy_prompts=4, on_policy_samples=3, on_policy_max_new_tokens=8,
                       learning_rate=1e-3, max_steps=2, per_device_batch_size=2, max_length=96)
-    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0,
+    metrics = align.run(cfg, TINY, model=base, data={"preferences": _write(tmp_path / "p.jsonl", _pairs(6))}, out=tmp_path, seed=0,
                         reward_model=base, rm_max_length=96)
     pairs = _read(tmp_path / "onpolicy_pairs.jsonl")
     assert metrics["onpolicy_prompts"] == 4 and metrics["onpolicy_pairs"] == len(pairs) > 0
@@ -242,7 +242,7 @@ def test_grpo_logs_monitors_for_mixed_verifiers(base, tmp_path):
         for n in (3, 4, 5, 6)]
     cfg = ReasonConfig(learning_rate=1e-3, max_steps=2, per_device_batch_size=8, num_generations=4,
                        max_completion_length=8, beta=0.04, eval_rows=2)
-    metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
+    metrics = reason.run(cfg, TINY, model=base, data={"rl": _write(tmp_path / "rl.jsonl", rows)}, out=tmp_path, seed=0)
     for key in ("reward_first", "reward_last", "frac_zero_std_groups", "completion_length_mean",
                 "completion_clipped_ratio", "clip_ratio_mean", "kl_mean", "kl_last"):
         assert key in metrics, key
@@ -286,7 +286,7 @@ def test_rs_sft_keeps_only_fully_verified_samples(base, tmp_path):
                                    "verifier": "ifeval"}]
     cfg = ReasonConfig(method="rs_sft", rs_prompts=4, num_generations=2, max_completion_length=8, learning_rate=1e-3,
                        max_steps=2, per_device_batch_size=2, max_length=96, eval_rows=0)
-    metrics = reason.run(cfg, TINY, model=base, data=_write(tmp_path / "rl.jsonl", rows), out=tmp_path, seed=0)
+    metrics = reason.run(cfg, TINY, model=base, data={"rl": _write(tmp_path / "rl.jsonl", rows)}, out=tmp_path, seed=0)
     kept = _read(tmp_path / "rs_kept.jsonl")
     assert {k["id"] for k in kept} == {"e0", "e1", "e2"} and metrics["rs_kept"] == 3
     assert metrics["rs_pass_rate"] == 0.75 and metrics["param_delta_l2"] > 0
@@ -388,9 +388,9 @@ def test_safety_stage_replays_its_input_checkpoints_math_answers(boxing_model, t
           {"id": "c", "prompt": _user("What is 1 plus 6?"), "answer": "7", "verifier": "math"}]
     out = tmp_path / "out"
     out.mkdir()
-    metrics = safety.run(cfg, TINY, model=boxing_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
-                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0,
-                         rl_data=_write(tmp_path / "rl.jsonl", rl))
+    metrics = safety.run(cfg, TINY, model=boxing_model, data={
+        "safety": _write(tmp_path / "s.jsonl", _safety_rows()), "sft": _write(tmp_path / "sft.jsonl", _conversations(20).to_list()),
+        "rl": _write(tmp_path / "rl.jsonl", rl)}, out=out, seed=0)
     records = _read(out / "self_replay.jsonl")
     assert [r["id"] for r in records] == ["a", "b"]  # math prompts only, the first self_replay_prompts
     assert metrics["self_replay_kept"] == 1 and metrics["self_replay_correct_rate"] == 0.5
@@ -405,8 +405,8 @@ def test_self_replay_without_math_prompts_is_an_error_naming_the_file(base, tmp_
                        overrefusal_prompts=0, self_replay_prompts=2)
     rl = _write(tmp_path / "rl.jsonl", [{"id": "i", "prompt": _user("Greet me."), "answer": "{}", "verifier": "ifeval"}])
     with pytest.raises(ValueError, match=r"rl\.jsonl: no row has verifier 'math'.*self_replay_prompts=0"):
-        safety.run(cfg, TINY, model=base, data=_write(tmp_path / "s.jsonl", _safety_rows()),
-                   sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=tmp_path, seed=0, rl_data=rl)
+        safety.run(cfg, TINY, model=base, data={"safety": _write(tmp_path / "s.jsonl", _safety_rows()),
+                   "sft": _write(tmp_path / "sft.jsonl", _conversations(4).to_list()), "rl": rl}, out=tmp_path, seed=0)
     assert not (tmp_path / "model").exists()
 
 
@@ -418,8 +418,8 @@ def test_safety_stage_sft_replay_and_critique_revise(base, tmp_path):
                        replay_fraction=0.2, constitutional_prompts=3, critique_max_new_tokens=6)
     out = tmp_path / "out"
     out.mkdir()
-    metrics = safety.run(cfg, TINY, model=base, data=_write(tmp_path / "s.jsonl", _safety_rows()),
-                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(20).to_list()), out=out, seed=0)
+    metrics = safety.run(cfg, TINY, model=base, data={"safety": _write(tmp_path / "s.jsonl", _safety_rows()),
+                         "sft": _write(tmp_path / "sft.jsonl", _conversations(20).to_list())}, out=out, seed=0)
     assert metrics["replay_rows"] == 3 and metrics["harmful_fraction"] == 0.5
     assert metrics["constitutional_prompts"] == 3 and metrics["param_delta_l2"] > 0
     records = _read(out / "constitutional.jsonl")
@@ -496,10 +496,11 @@ def test_safety_constitutional_pairs_feed_a_dpo_pass(revising_model, tmp_path, r
     # Two benign prompts without answers, which the input checkpoint answers (and does not refuse).
     answerable = [{"id": f"b{i}", "label": "benign", "category": "security",
                    "prompt": _user(f"How do I break into house number {20 + i}?")} for i in range(2)]
-    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", refused + _safety_rows()),
-                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
-                         benign_data=_write(tmp_path / "benign.jsonl", answerable),
-                         preference_data=_write(tmp_path / "preferences.jsonl", _preference_rows(9)))
+    metrics = safety.run(cfg, TINY, model=revising_model, data={
+        "safety": _write(tmp_path / "s.jsonl", refused + _safety_rows()),
+        "sft": _write(tmp_path / "sft.jsonl", _conversations(4).to_list()),
+        "safety_benign": _write(tmp_path / "benign.jsonl", answerable),
+        "preferences": _write(tmp_path / "preferences.jsonl", _preference_rows(9))}, out=out, seed=0)
     assert metrics["constitutional_pairs"] == 3 and metrics["constitutional_revision_refusal_rate"] == 1.0
     assert metrics["constitutional_original_refusal_rate"] == 0.0  # originals come from the input checkpoint
     probe = _read(out / "overrefusal_probe.jsonl")
@@ -564,9 +565,9 @@ def test_safety_answers_benign_prompts_with_its_input_checkpoint(revising_model,
     prompts.append({"id": "p3", "label": "benign", "category": "security", "prompt": _user("beyond the limit")})
     out = tmp_path / "out"
     out.mkdir()
-    metrics = safety.run(cfg, TINY, model=revising_model, data=_write(tmp_path / "s.jsonl", _safety_rows()),
-                         sft_data=_write(tmp_path / "sft.jsonl", _conversations(4).to_list()), out=out, seed=0,
-                         benign_data=_write(tmp_path / "benign.jsonl", prompts))
+    metrics = safety.run(cfg, TINY, model=revising_model, data={
+        "safety": _write(tmp_path / "s.jsonl", _safety_rows()), "sft": _write(tmp_path / "sft.jsonl", _conversations(4).to_list()),
+        "safety_benign": _write(tmp_path / "benign.jsonl", prompts)}, out=out, seed=0)
     records = _read(out / "self_answers.jsonl")
     assert len(records) == 3 and metrics["self_answer_prompts"] == 3  # limited to self_answered_prompts
     assert [r["kept"] for r in records] == [True, True, False] and metrics["self_answered_rows"] == 2
@@ -583,6 +584,6 @@ def test_rloo_trains_against_the_reward_model(base, tmp_path):
 
     cfg = AlignConfig(method="rloo", learning_rate=1e-3, max_steps=2, per_device_batch_size=4, on_policy_samples=4,
                       on_policy_max_new_tokens=8, beta=0.05)
-    metrics = align.run(cfg, TINY, model=base, data=_write(tmp_path / "p.jsonl", _pairs(6)), out=tmp_path, seed=0,
+    metrics = align.run(cfg, TINY, model=base, data={"preferences": _write(tmp_path / "p.jsonl", _pairs(6))}, out=tmp_path, seed=0,
                         reward_model=base)
     assert metrics["param_delta_l2"] > 0 and "reward_first" in metrics and metrics["steps"] == 2

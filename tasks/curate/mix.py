@@ -5,7 +5,8 @@ remainder, so shares add up to `size`). A source with fewer clean rows than its 
 it has; the shortfall is counted (`short`) in the card rather than filled by repeating rows,
 which would only re-weight the same examples. Replay (`curate.replay.<split>.<earlier split>`)
 puts round(fraction * size) rows of the earlier split's curated rows into the later split, so
-the later stage keeps seeing what the earlier one taught (DOMAIN.md: 5-20 % limits forgetting).
+the later stage keeps seeing what the earlier one taught (replaying 5-20 % of earlier data limits
+forgetting).
 Sampling is seeded per (seed, source), so changing one source's weight moves only the shares.
 """
 

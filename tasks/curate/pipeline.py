@@ -7,7 +7,7 @@ one step:   `python -m tasks.curate build sft`  |  `python -m tasks.curate publi
 everything in-process, no DVC:                  `posttrain stage curate`
 
 Steps:
-  build SPLIT...  sources (tasks/curate/sources.py) -> clean (tasks/curate/clean.py) -> mix + replay (tasks/curate/mix.py)
+  build SPLIT...  sources (tasks/curate/sources/) -> clean (tasks/curate/clean.py) -> mix + replay (tasks/curate/mix.py)
                   -> GX suite -> data/staging/<split>.jsonl + <split>.stats.json
   publish         decontaminate every training split against every eval set (tasks/curate/decontaminate.py),
                   GX suite on every split again, then write data/curated/<split>.jsonl, its card
@@ -31,13 +31,13 @@ they are disjoint by construction, and publish proves it):
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
+from core import jsonl
 from core.config import CurateConfig
 from tasks.curate import cards, clean, decontaminate, mix, sources
 from tasks.curate.validate import validate_split
@@ -57,21 +57,6 @@ EVAL_SPLITS = decontaminate.EVAL_SPLITS
 TRAIN_SPLITS = tuple(s for s in SPLITS if s not in EVAL_SPLITS)
 # Build order: a split replayed into another is built first.
 BUILD_ORDER = ("eval_math", "eval_safety", "preferences_eval", "sft", "preferences", "rl", "safety", "safety_benign")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Atomic: a reader never sees half a file."""
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _write_json(path: Path, doc) -> None:
@@ -103,20 +88,20 @@ def build_split(split: str, cfg: CurateConfig, root: Path, staging: Path, tok) -
     n_replay = {earlier: mix.replay_count(frac, spec.size) for earlier, frac in replays.items()}
     rows, mixture = mix.mix(pools, {s: c.weight for s, c in spec.sources.items()}, spec.size - sum(n_replay.values()), seed)
     for earlier, n in n_replay.items():
-        earlier_rows = read_jsonl(staging / f"{earlier}.jsonl")
+        earlier_rows = jsonl.read(staging / f"{earlier}.jsonl")
         rows += mix.replay(earlier_rows, earlier, split, n, seed)
     validate_split(split, fmt, rows, source=f"{split} (staging, from sources {', '.join(spec.sources)})")
     stats = {"split": split, "format": fmt, "size": spec.size, "rows": len(rows), "drops": drops, "clean": details,
              "mixture": mixture, "replay": n_replay}
     staging.mkdir(parents=True, exist_ok=True)
-    write_jsonl(staging / f"{split}.jsonl", rows)
+    jsonl.write(staging / f"{split}.jsonl", rows)
     _write_json(staging / f"{split}.stats.json", stats)
     return stats
 
 
 def publish(cfg: CurateConfig, root: Path, staging: Path, out_dir: Path) -> dict[str, float]:
     """Decontaminate, validate every split, then write curated splits, cards and stats."""
-    splits = {s: read_jsonl(staging / f"{s}.jsonl") for s in SPLITS}
+    splits = {s: jsonl.read(staging / f"{s}.jsonl") for s in SPLITS}
     stats = {s: json.loads((staging / f"{s}.stats.json").read_text()) for s in SPLITS}
     evals = decontaminate.eval_items(splits, root)
     hits, scan = decontaminate.scan({s: splits[s] for s in TRAIN_SPLITS}, evals, cfg)
@@ -128,7 +113,7 @@ def publish(cfg: CurateConfig, root: Path, staging: Path, out_dir: Path) -> dict
     metrics: dict[str, float] = {}
     for split, rows in splits.items():
         path = out_dir / f"{split}.jsonl"
-        write_jsonl(path, rows)
+        jsonl.write(path, rows)
         waived_here = Counter(h.split for h in waived)[split]
         decon = ({"role": "eval", "items": len(rows)} if split in EVAL_SPLITS else
                  {**scan, "ngram_sizes": sorted(cfg.ngram_sizes, reverse=True), "open": 0, "waived": waived_here})
@@ -162,7 +147,7 @@ def run(cfg: CurateConfig, out_dir: Path = OUT_DIR, root: Path | None = None) ->
 
 def main(argv: list[str]) -> int:
     from core.config import ConfigError, load_params
-    from tasks.curate.validate import DataValidationError
+    from tasks.curate.schema import DataValidationError
 
     usage = "usage: python -m tasks.curate build SPLIT... | publish   (from the project root)"
     if not argv or argv[0] not in ("build", "publish") or (argv[0] == "build" and not set(argv[1:]) <= set(SPLITS)):

@@ -32,7 +32,8 @@ def test_nan_loss_aborts_within_one_step(nan_model, tmp_path, curated):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(training.NonFiniteError, match=r"at step [01]: training diverged"):
-        sft.run(cfg, ModelConfig(source="micro_llama"), model=str(nan_model), data=curated / "sft.jsonl", out=out, seed=0)
+        sft.run(cfg, ModelConfig(source="micro_llama"), model=str(nan_model), data={"sft": curated / "sft.jsonl"},
+                out=out, seed=0)
     assert not (out / "model").exists()  # nothing saved that a later stage could pick up
 
 

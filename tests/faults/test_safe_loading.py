@@ -22,7 +22,7 @@ from core.config import ModelConfig
 from core.models import UnsafeCheckpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-OUR_CODE = ("posttrain", "tasks", "flows", "evaluations")  # what runs in the pipeline (tests excluded)
+OUR_CODE = ("posttrain", "flows", "pipeline", "tasks", "evaluations", "core")  # what runs in the pipeline (tests excluded)
 MODEL_CFG = ModelConfig(source="micro_llama")  # float32; only dtype is read by the loaders
 
 LOADERS = {
