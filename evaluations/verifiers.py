@@ -3,7 +3,7 @@
 What `answer` holds per verifier (the curated rl split's contract):
   math    the gold final answer; math-verify compares the reply's last \\boxed{} / final number
   code    JSON of a HumanEval-style problem {"prompt", "test", "entry_point"}; the reply's code runs
-          against each assert of `test` in the bwrap sandbox (evaluations/sandbox.py); reward = share
+          against each assert of `test` in the bwrap sandbox (evaluations/sandbox/); reward = share
           of tests passed
   ifeval  JSON {"instruction_id_list", "kwargs"}; reward = share of instructions followed
           (if-verifiable checkers, evaluations/ifeval.py)

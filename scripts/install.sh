@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # bubblewrap: model-generated code (code rewards, HumanEval) runs only inside `bwrap`;
-# evaluations/sandbox.py refuses to run it without (SandboxUnavailable). Before the stamp check, so
+# evaluations/sandbox/ refuses to run it without (SandboxUnavailable). Before the stamp check, so
 # an existing .venv still gets it.
 if ! command -v bwrap >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
-"""posttrain/plan.py: the GPU-profile plan adds up, is compared with DOMAIN.md, and its memory
-model separates what fits an 80 GiB H100 from what does not. Pure arithmetic: no GPU, no SkyPilot."""
+"""posttrain/plan.py + estimate.py: the GPU-profile plan adds up, is compared with the published 70B
+reference GPU-hours, and its memory model separates what fits an 80 GiB H100 from what does not.
+Pure arithmetic: no GPU, no SkyPilot."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 
 import pytest
 
+from core.config import TrainingEstimate
+from posttrain import estimate
 from posttrain import plan as planmod
 from tests.conftest import ROOT
 
@@ -16,20 +19,20 @@ PROFILES = ("llama8b-h100", "llama70b-h100")
 
 @pytest.fixture(scope="module")
 def plans70():
-    return planmod.plan(planmod.load_profile("llama70b-h100", ROOT), "llama70b-h100")
+    return estimate.stage_plans(planmod.load_profile("llama70b-h100", ROOT))
 
 
 def test_shapes_give_the_published_parameter_counts():
     # Meta's model cards: Llama 3.1 8B = 8.03 B, 70B = 70.55 B parameters.
     for name, expected in (("llama8b-h100", 8.03e9), ("llama70b-h100", 70.55e9)):
-        shape = planmod.model_shape(planmod.load_profile(name, ROOT))
+        shape = estimate.model_shape(planmod.load_profile(name, ROOT).model)
         assert shape.params == pytest.approx(expected, rel=2e-3), name
 
 
-def test_70b_stages_are_within_2x_of_domain_md_or_explained(plans70):
+def test_70b_stages_are_within_2x_of_the_published_reference_or_explained(plans70):
     text = planmod.render(plans70)
     compared = [p for p in plans70 if p.reference is not None]
-    assert {p.stage for p in compared} == set(planmod.REFERENCE_70B)
+    assert {p.stage for p in compared} == set(estimate.REFERENCE_70B)
     for p in compared:
         if p.within_2x:
             continue
@@ -49,7 +52,7 @@ def test_within_2x_band_edges(plans70):
 
 
 def test_totals_add_up(plans70):
-    (gh_lo, gh_hi), (cost_lo, cost_hi) = planmod.totals(plans70)
+    (gh_lo, gh_hi), (cost_lo, cost_hi) = estimate.totals(plans70)
     assert gh_lo == pytest.approx(sum(p.gpu_hours[0] for p in plans70))
     assert gh_hi == pytest.approx(sum(p.gpu_hours[1] for p in plans70))
     price = plans70[0].basis.price
@@ -63,8 +66,7 @@ def test_totals_add_up(plans70):
 
 def test_gpu_hours_follow_6n_per_token_at_the_stated_mfu(plans70):
     """SFT by hand: 6 x (N - embedding) FLOPs per token (+ attention) at 35-45 % of 989 TFLOP/s, 90 % goodput."""
-    spec = planmod.load_profile("llama70b-h100", ROOT)
-    shape = planmod.model_shape(spec)
+    shape = estimate.model_shape(planmod.load_profile("llama70b-h100", ROOT).model)
     sft = next(p for p in plans70 if p.stage == "sft")
     tokens = 939_343 * 775 * 2
     assert sft.tokens == pytest.approx(tokens)
@@ -87,20 +89,20 @@ def test_grpo_rollouts_are_prompts_x_group_x_completion(plans70):
 
 
 def test_70b_fsdp_full_shard_on_64_gpus_fits_80_gib_and_unsharded_does_not():
-    shape = planmod.model_shape(planmod.load_profile("llama70b-h100", ROOT))
+    shape = estimate.model_shape(planmod.load_profile("llama70b-h100", ROOT).model)
     kw = dict(gpus=64, sequences=1, seq_len=4096, capacity_gib=80)
-    sharded = planmod.memory_estimate(shape, sharding="fsdp2", **kw)
-    unsharded = planmod.memory_estimate(shape, sharding="ddp", **kw)
+    sharded = estimate.memory_estimate(shape, sharding="fsdp2", **kw)
+    unsharded = estimate.memory_estimate(shape, sharding="ddp", **kw)
     assert sharded.fits and sharded.total < 40
     assert not unsharded.fits
     # 16 bytes/param unsharded: ~1,051 GiB of weights, gradients and Adam states per GPU
     assert unsharded.weights + unsharded.gradients + unsharded.optimizer == pytest.approx(
         16 * shape.params / 2**30, rel=1e-9)
-    assert planmod.memory_estimate(shape, sharding="zero3", **kw).total == pytest.approx(sharded.total)
+    assert estimate.memory_estimate(shape, sharding="zero3", **kw).total == pytest.approx(sharded.total)
 
 
 def test_every_stage_of_both_profiles_fits(plans70):
-    plans8 = planmod.plan(planmod.load_profile("llama8b-h100", ROOT), "llama8b-h100")
+    plans8 = estimate.stage_plans(planmod.load_profile("llama8b-h100", ROOT))
     for p in [*plans8, *plans70]:
         assert p.memory.fits, f"{p.basis.profile} {p.stage}: {p.memory.total:.1f} GiB > {p.memory.capacity}"
 
@@ -135,8 +137,11 @@ def test_main_prints_the_plan_and_rejects_unknown_profiles(capsys):
     assert "unknown profile 'nope'" in capsys.readouterr().err
 
 
-def test_missing_profile_key_names_it():
+def test_missing_profile_key_names_it(capsys):
+    """An estimate the plan needs and the profile does not set (0 = not estimated) is named, not guessed."""
     spec = planmod.load_profile("llama8b-h100", ROOT)
-    broken = {**spec, "cluster": {k: v for k, v in spec["cluster"].items() if k != "price_per_gpu_hour"}}
-    with pytest.raises(planmod.PlanError, match="cluster.price_per_gpu_hour"):
-        planmod.plan(broken)
+    broken = dataclasses.replace(spec, plan=dataclasses.replace(spec.plan, sft=TrainingEstimate()))
+    with pytest.raises(planmod.PlanError, match=r"plan\.sft\.tokens_per_example"):
+        estimate.stage_plans(broken)
+    assert planmod.main(["--profile", "tiny", "--project", str(ROOT)]) == 2  # a CPU profile has no estimates
+    assert "plan.sft.tokens_per_example" in capsys.readouterr().err

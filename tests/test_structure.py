@@ -84,3 +84,22 @@ def test_ruff_and_import_linter_are_installed_by_the_test_extra():
     names = {r.split("=")[0].split("<")[0].split(">")[0].strip() for r in test_extra}
     assert {"ruff", "import-linter"} <= names
     assert shutil.which("ruff", path=str(BIN)) and shutil.which("lint-imports", path=str(BIN))
+
+
+def test_readme_table_cells_are_short():
+    """The README is a newcomer's page: details of a measured run go to docs/, not into a cell."""
+    cells = [c.strip() for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("|")
+             for c in line.strip().strip("|").split("|")]
+    long = [c[:80] + "..." for c in cells if len(c) >= 300]
+    assert cells and not long, long
+
+
+def test_no_dated_measurement_notes_in_config_or_code():
+    """What a run measured lives in MLflow and docs/, never in params.yaml, gates.yaml or code."""
+    import re
+
+    dated = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")
+    files = ["params.yaml", "evaluations/gates.yaml", *(f for f in _sources() if not f.startswith("bench/"))]
+    hits = [f"{f}:{i}" for f in files for i, line in enumerate((ROOT / f).read_text().splitlines(), 1)
+            if dated.search(line)]
+    assert not hits, hits

@@ -1,4 +1,4 @@
-"""Fault injection for evaluations/sandbox.py: hostile or broken programs stay contained and score 0.
+"""Fault injection for evaluations/sandbox/: hostile or broken programs stay contained and score 0.
 
 Run: .venv/bin/python -m pytest -q tests/faults
 Needs `bwrap` (scripts/install.sh installs it as root); without it these tests fail, as the
