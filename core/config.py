@@ -83,10 +83,41 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, key, yaml.safe_load(raw)
 
 
+def _read_yaml(path: Path) -> dict:
+    """The top-level mapping of params.yaml; ConfigError names the file, line and column of a syntax error."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark, start = err.problem_mark or err.context_mark, err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = " ".join(str(x) for x in (err.context, err.problem) if x) or "syntax error"
+        if mark and start and start.line != mark.line:
+            what += f"; it started at line {start.line + 1}"
+        raise ConfigError(f"{where}: could not parse YAML ({what}); fix the indentation/quoting on that line") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: could not parse YAML ({str(err).splitlines()[0]}); fix the file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level (sft:, align:, ...), got "
+                          f"a {type(raw).__name__}; the file must start with 'SECTION:' lines")
+    for name, values in raw.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{path}: section '{name}' must be a mapping of KEY: VALUE lines, got "
+                              f"{type(values).__name__} {str(values)[:40]!r}; indent its keys under '{name}:'")
+    for name, prof in (raw.get("profiles") or {}).items():
+        if prof is not None and not (isinstance(prof, dict) and all(v is None or isinstance(v, dict)
+                                                                    for v in prof.values())):
+            raise ConfigError(f"{path}: profile '{name}' must map sections to KEY: VALUE mappings; "
+                              f"indent them as profiles: -> {name}: -> SECTION: -> KEY: VALUE")
+    return raw
+
+
 def load_params(path: Path, profile: str = "default", overrides: typing.Sequence[str] = ()) -> Params:
     """params.yaml at `path`: its top-level sections, then `profiles.<profile>` over them, then the
     `--set SECTION.KEY=VALUE` overrides; every value checked. ConfigError names what is wrong."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = _read_yaml(path)
     profiles = raw.pop("profiles", {}) or {}
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
@@ -110,7 +141,11 @@ def load_params(path: Path, profile: str = "default", overrides: typing.Sequence
         for section, values in layer.items():
             merged[section].update(values or {})
     for text in overrides:
-        section, key, value = parse_override(text)
+        try:
+            section, key, value = parse_override(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {text!r}: the value is not valid YAML ({str(err).splitlines()[0]}); "
+                              f"quote it, e.g. --set 'SECTION.KEY=\"...\"'") from None
         if section in DVC_OWNED:
             raise ConfigError(f"--set {text}: '{section}' is read by DVC from params.yaml; edit the file")
         merged[section][key] = value

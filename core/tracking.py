@@ -14,14 +14,39 @@ import subprocess
 import time
 import urllib.parse
 import warnings
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
 
 EXPERIMENT = "posttrain"
+# How long a process waits for another one's store creation/migration or registry write before it
+# gives up (a fresh store migrates in a few seconds; a registry write takes milliseconds).
+STORE_LOCK_TIMEOUT_S = 300.0
+_STORE_LOCKS: dict[str, object] = {}  # lock file -> its FileLock, one object per file (reentrant in a thread)
+_READY: set[str] = set()  # sqlite URIs this process already opened (created/migrated) under the lock
 
 
 def tracking_uri(runs: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs / 'mlflow.db'}"
+
+
+def store_lock(uri: str | None = None) -> AbstractContextManager:
+    """The cross-process lock of a local SQLite store (`<db>.lock` next to the database): held while
+    a process creates/migrates the store and around registry writes (versions, their tags, aliases),
+    so that two iterations on one store never race MLflow's check-then-insert (UNIQUE constraint
+    failures) or migrate a fresh database twice. Reentrant within a thread; other threads and
+    processes wait. A tracking server orders its own writes: no lock (a no-op context) there."""
+    import mlflow
+
+    uri = uri or mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    path = f"{uri.removeprefix('sqlite:///')}.lock"
+    lock = _STORE_LOCKS.get(path)
+    if lock is None:
+        lock = _STORE_LOCKS.setdefault(path, FileLock(path, timeout=STORE_LOCK_TIMEOUT_S))
+    return lock  # type: ignore[return-value]
 
 
 def configure(runs: Path) -> str:
@@ -31,10 +56,11 @@ def configure(runs: Path) -> str:
     uri = tracking_uri(runs)
     if uri.startswith("sqlite:///"):
         runs.mkdir(parents=True, exist_ok=True)
-        # WAL lets two iterations write the same store at once (readers never block the writer);
-        # the mode is stored in the database file, so setting it once is enough.
-        with closing(sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)) as con:
-            con.execute("PRAGMA journal_mode=WAL")
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if uri not in _READY:
+            _open_sqlite(uri, db)
+            _READY.add(uri)
     elif uri.startswith(("http://", "https://")):
         parsed = urllib.parse.urlparse(uri)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -44,6 +70,24 @@ def configure(runs: Path) -> str:
             raise ConnectionError(f"MLflow tracking server {uri} is unreachable: {err}. Start it or fix MLFLOW_TRACKING_URI.") from err
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def _open_sqlite(uri: str, db: Path) -> None:
+    """Open (and on first use create and migrate) the SQLite store, one process at a time: MLflow
+    creates the tables of an empty database in every process that finds it empty, so two processes
+    starting together on a fresh store fail (`table ... already exists`, alembic revision
+    mismatches). Under the lock the first one migrates; the others then find a current schema.
+    MLflow caches the opened stores per process, so this runs once per process and URI."""
+    from mlflow import MlflowClient
+
+    with store_lock(uri):
+        # WAL lets two iterations write the same store at once (readers never block the writer);
+        # the mode is stored in the database file, so setting it once is enough.
+        with closing(sqlite3.connect(db, timeout=30)) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # the tracking store: tables, migrations, experiment 0
+        client.search_registered_models(max_results=1)  # the model registry store over the same database
 
 
 def experiment_id(runs: Path) -> str:
@@ -57,7 +101,9 @@ def experiment_id(runs: Path) -> str:
     if tracking_uri(runs).startswith("sqlite:///"):
         # Without an explicit location a sqlite store writes artifacts to ./mlruns of the cwd.
         location = (runs / "mlartifacts").as_uri()
-    return client.create_experiment(EXPERIMENT, artifact_location=location)
+    with store_lock():  # two first iterations would both create it (UNIQUE name): look again under the lock
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        return exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
 def git_sha(project: Path) -> str:
@@ -159,21 +205,39 @@ def log_artifacts(run_id: str, local_dir: Path, artifact_path: str) -> None:
 
 
 def register(run_id: str, model_name: str, artifact_path: str, tags: dict[str, str]) -> str:
-    """Register the checkpoint logged under `artifact_path` of `run_id`; returns the version."""
+    """Register the checkpoint logged under `artifact_path` of `run_id`; returns the version.
+    Under the store lock: two iterations registering at once would both create the registered model."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(model_name, tags={"pipeline": model_name})
     source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    mv = client.create_model_version(model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    with store_lock():
+        try:
+            client.get_registered_model(model_name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            client.create_registered_model(model_name, tags={"pipeline": model_name})
+        mv = client.create_model_version(model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     return str(mv.version)
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:
+    """Under the store lock: MLflow inserts a new alias after checking it is absent, and two
+    processes setting the same new alias at once fail on the UNIQUE constraint."""
     from mlflow import MlflowClient
 
-    MlflowClient().set_registered_model_alias(model_name, alias, version)
+    with store_lock():
+        MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Tags on a model version, under the store lock (same check-then-insert as an alias: two
+    iterations gating the same reused version would race on the UNIQUE constraint)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    with store_lock():
+        for k, v in tags.items():
+            client.set_model_version_tag(model_name, version, k, str(v))

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-from core import tracking
+from core import distributed, tracking
 from core.config import load_params
 from core.paths import layout
 from core.stage_dir import is_complete
 from pipeline import dag, recovery, stages
-from pipeline.runner import Iteration, Record
+from pipeline.runner import Iteration, Record, StageFailed, damage
 
 
 def _open(project: str, profile: str, overrides: list[str], flow_run_id: str, kind: str, name: str,
@@ -50,7 +50,13 @@ def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], f
 
 def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: bool = True) -> dict[str, Record]:
     """The recorded outputs of `iteration` for every node the rerun does not execute.
-    link=False reads only (no tags on it.parent_run_id): every process of a distributed stage may call it."""
+    link=False reads only (no tags on it.parent_run_id): every process of a distributed stage may call it.
+
+    A recorded output whose files no longer match its marker (runner.damage) is not used: StageFailed
+    names it and the command that rebuilds it. Not rebuilt here: a rerun never executes upstream
+    bodies, and a rebuild would put new weights under the recorded iteration's name; the rerun of
+    that stage rebuilds it (runner.execute moves the damaged dir aside). Rank 0 checks; the other
+    processes of a distributed launch read the same files and end with it (torchrun stops them)."""
     from mlflow import MlflowClient
 
     tracking.configure(it.layout().runs)
@@ -66,6 +72,11 @@ def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: 
         if out is None or not is_complete(out):
             raise RuntimeError(f"iteration {iteration} has no complete output of '{name}'; "
                                f"rerun it first: posttrain rerun {name} --iteration {iteration}")
+        problems = damage(out) if distributed.is_main() else []
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise StageFailed(name, f"the output iteration {iteration} recorded ({out}) is damaged: {problems[0]}{more}; "
+                                    f"rebuild it: posttrain rerun {name} --iteration {iteration}")
         records[name] = Record.from_marker(out)
         if link:
             tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": records[name].run_id,

@@ -7,12 +7,16 @@ together with its RUNNING stage runs, and its Prefect flow run is set to Crashed
 without a COMPLETE.json marker are never reused, so the next run redoes exactly the unfinished
 stage and reuses everything that completed. (SIGTERM is handled in-process: Prefect raises
 TerminationSignal, the runner marks the stage run KILLED and the flow closes the parent FAILED.)
+What was reconciled is said in one line per dead iteration (`describe`), on stderr of the command
+that found it, or on stdout of `posttrain reconcile`. The processes a killed command left running
+are stopped by its watchdog (posttrain/watchdog.py), not here.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 
@@ -51,8 +55,19 @@ def _crash_prefect(flow_run_id: str, message: str) -> str:
     return asyncio.run(go())
 
 
-def reconcile(runs: Path) -> list[dict]:
-    """Mark runs of dead owners KILLED (MLflow) / Crashed (Prefect); returns what was changed."""
+def describe(entry: dict) -> str:
+    """One line: what `reconcile` changed for one dead iteration, and whose death it was."""
+    stages = [s for s in entry["stages"] if s]
+    runs = f"MLflow run {entry['iteration']}" + (f" and its stage run(s) {', '.join(stages)}" if stages else "")
+    prefect = (f", Prefect flow run {entry['flow_run_id']} {entry.get('prefect_state', 'unknown')}"
+               if entry.get("flow_run_id") else ", no Prefect flow run")
+    return (f"reconciled 1 run left RUNNING by a killed process (pid {entry['pid']} on {entry['host']}): "
+            f"{runs} KILLED{prefect}")
+
+
+def reconcile(runs: Path, announce: bool = True) -> list[dict]:
+    """Mark runs of dead owners KILLED (MLflow) / Crashed (Prefect); returns what was changed.
+    announce: say it on stderr, one `describe` line per dead iteration."""
     from mlflow import MlflowClient
 
     from core import tracking
@@ -71,11 +86,15 @@ def reconcile(runs: Path) -> list[dict]:
         for run in [*children, parent]:
             client.set_tag(run.info.run_id, "error", message)
             client.set_terminated(run.info.run_id, "KILLED")
-        entry = {"iteration": parent.info.run_id, "stages": [c.data.tags.get("stage") for c in children]}
         flow_run_id = parent.data.tags.get("prefect_flow_run_id")
+        entry = {"iteration": parent.info.run_id, "stages": [c.data.tags.get("stage") for c in children],
+                 "pid": parent.data.tags.get("pid", "?"), "host": parent.data.tags.get("host", "?"),
+                 "flow_run_id": flow_run_id or ""}
         if flow_run_id:
             entry["prefect_state"] = _crash_prefect(flow_run_id, message)
         fixed.append(entry)
+        if announce:
+            print(describe(entry), file=sys.stderr, flush=True)
     return fixed
 
 

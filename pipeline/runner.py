@@ -1,19 +1,22 @@
 """Runs one stage as a versioned, tracked, idempotent step (no Prefect here).
 
 execute(): version key -> output dir; a complete dir with the same key is reused (cache hit) in
-any later iteration; otherwise: MLflow child run, the stage body, checkpoint logged and
-registered, marker written last. Any exception marks the MLflow run FAILED, registers nothing,
+any later iteration once its files match the digests its marker recorded (a damaged one is moved
+aside to `<dir>.damaged-<UTC time>` and rebuilt); otherwise: MLflow child run, the stage body,
+checkpoint logged and registered, marker written last. Any exception marks the MLflow run FAILED, registers nothing,
 and is re-raised as StageFailed naming the stage.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +25,9 @@ from filelock import FileLock
 from core import distributed, tracking
 from core.config import Params
 from core.paths import Layout, layout
-from core.stage_dir import is_complete, mark_complete, read_marker, version_key
+from core.stage_dir import is_complete, mark_complete, read_marker, verify, version_key
+
+log = logging.getLogger(__name__)
 
 # The version key a launcher computed for the stage it sent here (SkyPilot's VERSION_KEY env);
 # execute() refuses to run under any other key. Set by pipeline.standalone for its one stage.
@@ -73,9 +78,26 @@ class Record:
     extra: dict = field(default_factory=dict)
 
     @classmethod
+    def required(cls) -> tuple[str, ...]:
+        """The marker keys a Record cannot be built without."""
+        return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
+
+    @classmethod
     def from_marker(cls, out: Path) -> "Record":
-        meta = read_marker(out)
+        """MarkerError (core.stage_dir), naming the file, for a marker that is no JSON object or lacks a field."""
+        meta = read_marker(out, cls.required())
         return cls(**{k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k != "cached"}, cached=True)
+
+
+def damage(out: Path) -> list[str]:
+    """What is wrong with a complete stage dir (empty: reusable): core.stage_dir.verify with the
+    fields a Record needs, and the marker's version key must be the one its directory is named after."""
+    problems = verify(out, Record.required())
+    if not problems:
+        recorded_key = str(read_marker(out)["key"])
+        if not recorded_key.startswith(out.name):
+            problems.append(f"COMPLETE.json: version key {recorded_key[:20]}, expected {out.name}")
+    return problems
 
 
 def execute(
@@ -115,7 +137,7 @@ def execute(
     # Two iterations reaching the same stage version at once: the second waits here, then reuses
     # the first one's output instead of deleting a directory that is still being written.
     with FileLock(f"{out}.lock"):
-        if is_complete(out):
+        if is_complete(out) and _intact(out, name, key):
             record = Record.from_marker(out)
             _link(it, name, record, reused=True)
             return record
@@ -144,6 +166,22 @@ def execute(
         tracking.end_run(run_id, "FINISHED")
         _link(it, name, record, reused=False)
         return record
+
+
+def _intact(out: Path, name: str, key: str) -> bool:
+    """A complete dir may be reused only if damage() finds nothing; a damaged one is moved aside
+    (nothing is deleted) with one warning line, and the stage is rebuilt as if it had never run.
+    Downstream outputs are keyed by this stage's version key, not its bytes, and were built from
+    it before the damage: they stay reusable, each checked here in turn when it is reused."""
+    problems = damage(out)
+    if not problems:
+        return True
+    aside = out.with_name(f"{out.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}")
+    out.rename(aside)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    log.warning("stage '%s' version %s: damaged output, %s%s; moved aside to %s, rebuilding the stage",
+                name, key[:20], problems[0], more, aside)
+    return False
 
 
 def _clear_unfinished(out: Path) -> None:
@@ -258,8 +296,10 @@ def _execute_worker(stage: str, key: str, out: Path, body: Callable[[Path], dict
     """A non-main process of a distributed stage: same version key and directory as rank 0, the
     body only (its share of training). The main process decides about reuse, tracks, registers
     and writes the marker; the marker is written only after every process finished the body, so
-    all processes see the same completeness here."""
-    if is_complete(out):
+    all processes see the same completeness here. A damaged dir is as incomplete here as on rank 0
+    (the same check of the same files; rank 0 moves it aside): this process waits for the rebuild
+    instead of returning a stale record while rank 0 waits for it at the barrier."""
+    if is_complete(out) and not damage(out):
         return Record.from_marker(out)
     distributed.barrier()
     metrics = body(out)

@@ -7,11 +7,15 @@
     posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
     posttrain report ITERATION [--out DIR]                        report card: table + plots, logged to MLflow
     posttrain plan --profile llama70b-h100                        GPU-hours, memory and cost per stage
+    posttrain verify [--iteration RUN_ID]                         check stage outputs against their recorded
+                                                                  digests (exit 1 on damage)
     posttrain stage NAME [--profile P] [--iteration RUN_ID]       one stage outside a flow (curate: what
                                                                   `dvc repro` runs; others: what a SkyPilot
                                                                   job or torchrun runs on each process)
 
 Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration or usage.
+Errors are one line on stderr; an unexpected one also names the log file holding its traceback
+(<runs>/logs/posttrain-<UTC time>-<pid>.log). `posttrain --debug ...` raises it instead.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ def _apply_offline(params) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _prepare(args) -> None:
+    from posttrain import errors
+
+    if args.command in ("run", "rerun", "stage"):
+        # Nothing this process starts outlives it, even when it is SIGKILLed (posttrain/watchdog.py).
+        from posttrain import watchdog
+
+        runs = errors.runs_dir(args.project)
+        watchdog.spawn(os.getpid(), runs / "logs" / "watchdog.log" if runs else None)
+    if args.command in ("run", "rerun", "stage", "serve", "reconcile"):  # the commands that may start Prefect
+        errors.prefect_startup_timeout()
+
+
 def _table(records: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -58,17 +75,20 @@ def _table(records: list[dict]) -> None:
     Console(width=200).print(table)
 
 
-def _run_flow(call) -> int:
+def _run_flow(call, args) -> int:
     from evaluations.gates import GateFailed
     from pipeline.runner import StageFailed
+    from posttrain import errors
 
+    if not args.debug and "prefect" in sys.modules:  # Prefect's console: message lines, tracebacks to the log
+        errors.quiet_prefect_tracebacks(args.project)
     try:
         records = call()
     except StageFailed as err:
-        print(f"\nFAILED at stage '{err.stage}': {err.reason}", file=sys.stderr)
+        print(f"\nFAILED at stage '{err.stage}': {err.reason}{errors.where()}", file=sys.stderr)
         return 1
     except GateFailed as err:
-        print(f"\nFAILED at the gate: {err}", file=sys.stderr)
+        print(f"\nFAILED at the gate: {err}{errors.where()}", file=sys.stderr)
         return 1
     if records:  # empty on the non-main processes of a distributed stage: one table, from rank 0
         _table(records)
@@ -90,7 +110,8 @@ def cmd_run(args) -> int:
     lay, _ = _load(args)
     from flows.iteration import full_iteration
 
-    return _run_flow(lambda: full_iteration(profile=args.profile, overrides=list(args.set), project=str(lay.project)))
+    return _run_flow(lambda: full_iteration(profile=args.profile, overrides=list(args.set), project=str(lay.project)),
+                     args)
 
 
 def cmd_rerun(args) -> int:
@@ -107,7 +128,7 @@ def cmd_rerun(args) -> int:
     from flows.iteration import rerun_stage
 
     return _run_flow(lambda: rerun_stage(iteration=args.iteration, stage=args.stage, downstream=args.downstream,
-                                         overrides=list(args.set), project=str(lay.project)))
+                                         overrides=list(args.set), project=str(lay.project)), args)
 
 
 def cmd_serve(args) -> int:
@@ -138,10 +159,9 @@ def cmd_reconcile(args) -> int:
 
     lay = layout(args.project)
     tracking.configure(lay.runs)
-    fixed = recovery.reconcile(lay.runs)
+    fixed = recovery.reconcile(lay.runs, announce=False)
     for f in fixed:
-        print(f"iteration {f['iteration']}: KILLED (stages {', '.join(s for s in f['stages'] if s) or '-'}); "
-              f"Prefect flow run {f.get('prefect_state', 'n/a')}")
+        print(recovery.describe(f))
     if not fixed:
         print("nothing to reconcile")
     return 0
@@ -165,6 +185,12 @@ def cmd_plan(args) -> int:
     from posttrain import plan
 
     return plan.main(["--profile", args.profile] + (["--project", args.project] if args.project else []))
+
+
+def cmd_verify(args) -> int:
+    from posttrain import verify
+
+    return verify.main(args.project, args.iteration)
 
 
 def cmd_lineage(args) -> int:
@@ -206,12 +232,41 @@ def cmd_stage(args) -> int:
         parent, record = standalone.run(str(lay.project), args.name, args.profile, list(args.set), iteration)
         return [{"iteration": parent, **record.__dict__}] if distributed.is_main() else []
 
-    return _run_flow(call)
+    return _run_flow(call, args)
+
+
+def _call(args) -> int:
+    from core.config import ConfigError
+
+    try:
+        _prepare(args)
+        return args.fn(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if args.debug:
+            raise
+        from posttrain import errors
+
+        return errors.unexpected(args.project, err)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("error: interrupted (Ctrl-C); a stage it stopped is redone by the next run", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=None, help="project root holding params.yaml (default: current dir)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, print its traceback instead of writing it to runs/logs/")
     sub = parser.add_subparsers(dest="command", required=True)
     from pipeline.dag import ORDER
 
@@ -222,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                                ("lineage", cmd_lineage, "print a model version's lineage"),
                                ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
                                ("report", cmd_report, "report card of an iteration: table + plots"),
+                               ("verify", cmd_verify, "check completed stage outputs against their recorded digests"),
                                ("plan", cmd_plan, "GPU budget of a cluster profile before launch (profiles in params.yaml)"),
                                ("stage", cmd_stage, "run one stage outside a flow (what dvc repro, SkyPilot and torchrun call)")):
         p = sub.add_parser(name, help=helptext)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if name == "stage":
             p.add_argument("name", choices=stages)
             p.add_argument("--iteration", default=None,
@@ -246,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "serve":
             p.add_argument("--zombie-window", type=int, default=90, metavar="SECONDS",
                            help="mark a served run Crashed after this long without a heartbeat (default 90)")
+        if name == "verify":
+            p.add_argument("--iteration", default=None,
+                           help="only the stage outputs this iteration (MLflow parent run id) recorded")
         if name == "plan":
             p.add_argument("--profile", required=True, help="a cluster profile in params.yaml, e.g. llama70b-h100")
         if name in ("run", "stage", "rerun"):
@@ -255,13 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.project:
         args.project = str(Path(args.project).resolve())
-    from core.config import ConfigError
-
-    try:
-        return args.fn(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return _call(args)
 
 
 if __name__ == "__main__":
