@@ -110,9 +110,11 @@ def _leftovers(seen: dict) -> list:
 
 
 def _describe(p) -> str:
+    import psutil
+
     try:
         return f"{p.pid} ({' '.join(p.cmdline())[:80] or p.name()})"
-    except Exception:
+    except psutil.Error:  # gone or not ours to read: its pid still names it
         return str(p.pid)
 
 
