@@ -157,11 +157,14 @@ def test_alias_moves_of_two_iterations_never_interleave(tmp_path):
 
 
 def _start_two(ws: Path, logs: Path, tag: str) -> tuple[list[subprocess.Popen], float, list]:
-    """Two `posttrain run --profile tiny` in `ws` (one Prefect home, as with one Prefect UI), started
+    """Two `posttrain run --profile tiny` in `ws` (one MLflow store, a Prefect home each), started
     back to back; returns the processes, the gap between their starts and their log files."""
     procs, starts, files = [], [], []
     env = workspace_env(ws)
     for k in range(2):
+        # One Prefect home each: two ephemeral Prefect servers on one prefect.db log Prefect's own
+        # `database is locked` retries, which would hide the MLflow races this test looks for.
+        env = {**env, "PREFECT_HOME": str(ws / f".prefect-{tag}-{k}")}
         out, err = open(logs / f"{tag}-{k}.out", "w"), open(logs / f"{tag}-{k}.err", "w")  # noqa: SIM115
         files.append((out, err))
         starts.append(time.monotonic())
@@ -214,7 +217,7 @@ def _check_registry(client, finished: set[str]) -> dict:
 def test_two_iterations_started_together_on_a_fresh_then_a_used_store(tmp_path, curated_ws):
     """Both runs compute the same stage version keys, so one waits on the other's stage lock and
     reuses its output: the store, registry and alias writes are what race here. Round 1 starts on a
-    fresh MLflow store (and a fresh Prefect database in the shared PREFECT_HOME): without the store
+    fresh MLflow store: without the store
     lock one of the two fails creating MLflow's tables (`table scorers already exists`)."""
     ws = make_workspace(tmp_path / "ws", data_from=curated_ws[0])
     logs = tmp_path / "logs"
