@@ -159,8 +159,9 @@ def as_dict(cfg) -> dict:
 
 # Keys that say where or how a stage runs, not what it computes: left out of version keys, so
 # moving a stage between this machine and the cluster (or trading memory for recompute) reuses its
-# output instead of recomputing it.
-PLACEMENT_KEYS = ("backend", "activation_checkpointing")
+# output instead of recomputing it. `gates_file` says what an evaluation is checked against after
+# it ran, so another gates file re-gates the same scores.
+PLACEMENT_KEYS = ("backend", "activation_checkpointing", "gates_file")
 
 
 def identity(cfg) -> dict:

@@ -133,6 +133,11 @@ class ReasonConfig(TrainConfig):
     #: prompts held out of the rl split to measure greedy verifiable accuracy before and after training (the stage's own
     #: metric, heldout_accuracy_delta in absolute points). 0 = off (GPU profiles measure it in evaluate.reason instead).
     eval_rows: int = _r(0, 100_000, 48)
+    # Extra rewards
+    #: comma-separated `module:function` reward functions added to the verifier rewards, each with TRL's reward
+    #: signature (completions, **dataset columns) -> one float or None per completion. Each module's source is part of
+    #: the stage's version key; the reason gate's monitors stop a reward the policy learns to game. Empty = none.
+    extra_rewards: str = ""
     # vLLM rollouts
     #: generate the rollouts with vLLM (TRL GRPOConfig.use_vllm); GPU profiles only, vLLM is not installed on CPU
     #: machines.

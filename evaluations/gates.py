@@ -16,6 +16,12 @@ Kinds (one section per gate in gates.yaml):
                            The default 1 fails every regression beyond the limit (full-size eval
                            sets); small-set profiles use 0.05: on 40 items one item is 0.025, half
                            of a 0.05 score, and training flips a few items both ways.
+  monitors                 {name: {type: ..., ...}}: reward-hacking and collapse monitors
+                           (evaluations/monitors.py); each named monitor is one check.
+
+A gates file may start from another: `extends: gates.yaml` (a path relative to it) takes every
+section of that file and overrides, kind by kind and entry by entry, what this one names; an entry
+set to null is removed. Its version reads `<base version>+<own version>`.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from pathlib import Path
 
 import yaml
 
+from evaluations import monitors
 from evaluations.paired import PREFIX as PAIRED
 from evaluations.paired import sign_test_p
 
-KINDS = ("floors", "ceilings", "min_delta", "max_delta", "max_relative_regression")
+KINDS = ("floors", "ceilings", "min_delta", "max_delta", "max_relative_regression", "monitors")
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 DEFAULT_REGRESSION_LIMIT = 0.05
 
@@ -49,6 +56,8 @@ class Check:
     note: str = ""  # max_relative_regression: the paired item counts behind a regression beyond the limit
 
     def describe(self) -> str:
+        if self.kind == "monitors":
+            return f"{self.gate}: monitor {self.metric} {'passed' if self.passed else 'FIRED'}: {self.note}"
         op = ">=" if self.kind in ("floors", "min_delta") else "<="
         if self.kind == "max_relative_regression":
             what = f"{self.metric} regression vs base"
@@ -76,10 +85,48 @@ def _check_regression_spec(path, gate: str, section) -> None:
         raise ValueError(f"{where}: direction must be one of {DIRECTIONS}, got {bad}")
 
 
-def load(path: Path) -> dict:
-    spec = yaml.safe_load(Path(path).read_text())
+def _merge(base: dict, override: dict) -> dict:
+    """Section by section, kind by kind, entry by entry; None removes an entry."""
+    merged = {gate: {kind: dict(entries) if isinstance(entries, dict) else entries
+                     for kind, entries in (kinds or {}).items()} if isinstance(kinds, dict) else kinds
+              for gate, kinds in base.items()}
+    for gate, kinds in override.items():
+        if gate in ("version", "extends") or not isinstance(kinds, dict):
+            merged[gate] = kinds
+            continue
+        target = merged.setdefault(gate, {})
+        for kind, entries in kinds.items():
+            if not isinstance(entries, dict) or not isinstance(target.get(kind), dict):
+                target[kind] = entries
+                continue
+            for name, value in entries.items():
+                if value is None:
+                    target[kind].pop(name, None)
+                else:
+                    target[kind][name] = value
+    return merged
+
+
+def _read(path: Path, seen: tuple = ()) -> dict:
+    path = Path(path)
+    spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or "version" not in spec:
         raise ValueError(f"{path}: a gates file needs a top-level 'version' and one section per gate")
+    if "extends" not in spec:
+        return spec
+    parent = (path.parent / str(spec["extends"])).resolve()
+    if parent in seen or not parent.is_file():
+        raise ValueError(f"{path}: extends {spec['extends']!r}, which is "
+                         f"{'a cycle' if parent in seen else 'not a file'}; name a gates file relative to this one")
+    base = _read(parent, (*seen, path.resolve()))
+    merged = _merge(base, spec)
+    merged["version"] = f"{base['version']}+{spec['version']}"
+    merged.pop("extends")
+    return merged
+
+
+def load(path: Path) -> dict:
+    spec = _read(path)
     for gate, kinds in spec.items():
         if gate == "version":
             continue
@@ -88,6 +135,8 @@ def load(path: Path) -> dict:
             raise ValueError(f"{path}: gate '{gate}' has unknown kind(s) {sorted(unknown)}; valid: {', '.join(KINDS)}")
         if "max_relative_regression" in (kinds or {}):
             _check_regression_spec(path, gate, kinds["max_relative_regression"])
+        for name, entry in ((kinds or {}).get("monitors") or {}).items():
+            monitors.check_spec(f"{path}: gate '{gate}'", name, entry)
     return spec
 
 
@@ -131,6 +180,11 @@ def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, f
                 if _finite(value) and not passed:
                     passed, note = _churn(metrics, metric, alpha)
                 checks.append(Check(gate, metric, kind, limit, float(value), bool(passed), note))
+            continue
+        if kind == "monitors":
+            for name, entry in (spec[gate].get(kind) or {}).items():
+                value, threshold, passed, note = monitors.check(entry, metrics, base)
+                checks.append(Check(gate, name, kind, float(threshold), float(value), bool(passed), note))
             continue
         for metric, threshold in (spec[gate].get(kind) or {}).items():
             value = metrics.get(metric, float("nan"))

@@ -39,9 +39,10 @@ def _gate_outcome(it: Iteration, gate_name: str, checks: list, version: str, spe
 def gate_stage(it: Iteration, stage: str, evaluation: Record, previous: Record, policy: Record) -> dict:
     """The per-stage gate after a boundary evaluation: gates.yaml section `stage` on the stage's
     scores, deltas and regressions against the previous boundary (for sft: evaluate.base's
-    scores on the same items). A failure tags the model version, moves no alias and raises, so
+    scores on the same items), and its monitors, which also read the stage's own training metrics
+    as `stage.<metric>`. A failure tags the model version, moves no alias and raises, so
     nothing downstream starts."""
-    from evaluations import gates
+    from evaluations import gates, monitors
     from tasks.evaluate import boundary_view
 
     p = it.params
@@ -50,7 +51,8 @@ def gate_stage(it: Iteration, stage: str, evaluation: Record, previous: Record, 
     if stage not in spec:
         raise gates.GateFailed(f"gate '{stage}': {p.evaluate.gates_file} has no section '{stage}'; every trained stage "
                                f"is gated (write `{stage}: {{}}` to gate it on nothing, on purpose)")
-    checks = gates.evaluate(spec, stage, evaluation.metrics, boundary_view(previous.metrics))
+    metrics = {**evaluation.metrics, **{monitors.STAGE_PREFIX + k: v for k, v in policy.metrics.items()}}
+    checks = gates.evaluate(spec, stage, metrics, boundary_view(previous.metrics))
     failed = _gate_outcome(it, stage, checks, policy.model_version, spec["version"])
     if failed:
         raise gates.GateFailed(f"gate '{stage}' ({p.evaluate.gates_file} v{spec['version']}) failed "

@@ -12,6 +12,7 @@ it reads (SPLITS, FILES) and the code of that module and everything it imports
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -85,15 +86,17 @@ def _datasets(task, data: Record) -> dict[str, tuple[str, str]]:
 
 
 def _train(it: Iteration, task, parent: Record, data: Record, *, model_name: str, reward_model: Record | None = None,
-           **body_kwargs) -> Record:
+           code_inputs: dict[str, str] | None = None, **body_kwargs) -> Record:
     """A training stage: `task` (its module in tasks/, named for the stage) trains `parent`'s
-    checkpoint on its splits. reward_model: another stage's output it reads (an input of its key)."""
+    checkpoint on its splits. reward_model: another stage's output it reads (an input of its key);
+    code_inputs: digests of code the config names (inputs of its key too)."""
     stage = task.__name__.rsplit(".", 1)[-1]
     p = it.params
     cfg = p.section(stage)
     inputs = {"model": parent.key, **_inputs(task, data)}
     if reward_model is not None:
         inputs["reward_model"] = reward_model.key
+    inputs.update(code_inputs or {})
     return execute(
         it, stage,
         config={"stage": identity(cfg), "model": as_dict(p.model), "seed": p.pipeline.seed},
@@ -133,7 +136,16 @@ def align(it: Iteration, sft_rec: Record, rm: Record, data: Record) -> Record:
 def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
     from tasks import reason as task
 
-    return _train(it, task, align_rec, data, model_name=it.params.pipeline.name)
+    # An extra reward is code the config names by import path: its source keys the stage like ours.
+    modules = {ref.partition(":")[0].strip() for ref in it.params.reason.extra_rewards.split(",") if ref.strip()}
+    code = {}
+    for m in sorted(modules):
+        try:
+            code[f"code.{m}"] = code_digest(importlib.import_module(m))
+        except ImportError as e:
+            raise ValueError(f"reason.extra_rewards names module {m!r}, which does not import ({e}); fix the path "
+                             f"or put the module on PYTHONPATH") from e
+    return _train(it, task, align_rec, data, model_name=it.params.pipeline.name, code_inputs=code)
 
 
 def safety(it: Iteration, reason_rec: Record, data: Record) -> Record:

@@ -121,7 +121,24 @@ def _history(client, run, key: str) -> tuple[list[int], list[float]]:
     return [p.step for p in points], [p.value for p in points]
 
 
-def plots(client, runs: dict, out: Path) -> list[Path]:
+def monitor_verdict(client, iteration: str | None, gate: str, monitor: str) -> str:
+    """One line: what the `gate`'s `monitor` decided for this iteration (gates/gate.<gate>.json)."""
+    from mlflow.exceptions import MlflowException
+
+    if iteration is None:
+        return f"{gate} gate: not recorded"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            checks = json.loads(Path(client.download_artifacts(iteration, f"gates/gate.{gate}.json", tmp)).read_text())
+        except (OSError, MlflowException):
+            return f"{gate} gate: not run"
+    found = [c for c in checks if c["kind"] == "monitors" and c["metric"] == monitor]
+    if not found:
+        return f"{gate} gate: no {monitor} monitor"
+    return f"{gate} gate, {monitor}: {'passed' if found[0]['passed'] else 'FIRED'}"
+
+
+def plots(client, runs: dict, out: Path, iteration: str | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +237,8 @@ def plots(client, runs: dict, out: Path) -> list[Path]:
         ax3.set_ylim(-0.05, 1.05)
         r = _pearson(rm_scores, acc)
         ax3.set_title(f"Pearson r = {_fmt(r)} over {len(points)} checkpoints")
-        ax1.set_title("Reward hacking = RM score up, accuracy flat")
+        ax1.set_title(f"RM score up, accuracy flat = hacking\n{monitor_verdict(client, iteration, 'reason', 'reward_hacking')}",
+                      fontsize=10)
         save(fig, "reward_hacking_probe.png")
     return written
 
@@ -248,7 +266,7 @@ def report(iteration: str, out: Path) -> tuple[str, list[Path]]:
         raise ValueError(f"iteration {iteration} has no recorded {', '.join(missing)}: it did not get that far")
     out.mkdir(parents=True, exist_ok=True)
     text = table(runs)
-    written = plots(client, runs, out)
+    written = plots(client, runs, out, iteration)
     (out / "report.md").write_text(f"# Iteration {iteration}\n\n{text}\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in written) + "\n")
     client.log_artifacts(iteration, str(out), "report")
     return text, written

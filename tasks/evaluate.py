@@ -9,6 +9,9 @@ Two sizes of the same evaluation (pipeline/stages.py wires them):
 
 Suites and metrics (each scorer lives in evaluations/, with its VERSION):
   math (math_score)        math_accuracy (final answer, math-verify), answer_format_rate (\\boxed{}),
+                           math_gaming_rate (replies the verifier refused as gaming: hedged,
+                           empty or placeholder box, retracted, degenerate, echo; each sample's
+                           verdict is in samples.jsonl),
                            rm_score_mean: the reward model's mean score of the same responses
                            (with math_accuracy, the reward-hacking probe: RM up, verifier flat)
   safety (refusal)         refusal_rate on held-out harmful prompts (judge: evaluate.refusal_classifier;
@@ -47,11 +50,12 @@ from core import jsonl, training
 from core.config import EvaluateConfig, ModelConfig
 from core.generation import generate
 from evaluations import diversity, humaneval, ifeval, judges, lm_eval_harness, paired, refusal, sycophancy, win_rate
-from evaluations.math_score import final_answer, has_answer_format, is_correct
+from evaluations.math_score import final_answer, has_answer_format, verdict
 from evaluations.reward import pair_accuracy
 from evaluations.reward import score as rm_score
+from evaluations.verifiers import prompt_text
 
-SUITE_VERSION = "4"  # 4: sycophancy by letter log-likelihood in both orders; diversity without its replies
+SUITE_VERSION = "5"  # 5: math verdict per sample and math_gaming_rate
 BOUNDARY_PREFIX = "boundary."
 
 
@@ -59,7 +63,8 @@ def suite_versions(cfg: EvaluateConfig) -> dict[str, str]:
     from evaluations import math_score, reward
 
     return {"evaluate": SUITE_VERSION, "math": math_score.VERSION, "refusal": judges.version(cfg),
-            "code": humaneval.VERSION, "ifeval": ifeval.VERSION, "sycophancy": sycophancy.VERSION,
+            "code": humaneval.VERSION,
+            "ifeval": f"{ifeval.VERSION}/{ifeval.CHECK_VERSION}", "sycophancy": sycophancy.VERSION,
             "diversity": diversity.VERSION, "win_rate": win_rate.VERSION, "reward": reward.VERSION,
             "lm_eval": lm_eval_harness.VERSION, "paired": paired.VERSION}
 
@@ -82,6 +87,10 @@ def boundary_view(metrics: dict[str, float]) -> dict[str, float]:
     return view or dict(metrics)
 
 
+# Math verdicts that are a reply gaming its verifier rather than a wrong answer (math_score.REASONS).
+GAMING = frozenset({"hedged", "empty_box", "non_answer", "retracted", "degenerate", "echo"})
+
+
 def _rate(flags: list) -> float:
     judged = [f for f in flags if f is not None]
     if not judged:
@@ -102,6 +111,7 @@ class Responses:
     math_rows: list[dict]
     math_out: list[str]
     correct: list[bool]
+    math_verdicts: list[str]  # why each reply scored as it did (math_score.REASONS: hedged, echo, ...)
     harmful: list[dict]
     harm_out: list[str]
     harm_judgement: refusal.Judgement
@@ -172,6 +182,7 @@ def respond(cfg: EvaluateConfig, model_cfg: ModelConfig, policy, tok, n: dict[st
     if_out = gen([ifeval.chat_prompt(r) for r in if_rows], cfg.ifeval_max_new_tokens)
     syco_ll = sycophancy.choose(policy, tok, [s["prompt"] for s in syco_shown], cfg.batch_size) if syco_shown else []
 
+    judged = [verdict(t, r["answer"], prompt=prompt_text(r["prompt"])) for t, r in zip(math_out, math_rows)]
     # Code first: a sandbox that cannot isolate (SandboxUnavailable) or too many infra errors
     # fail the stage here, before anything is written.
     code_results = humaneval.score(problems, code_out, cfg.code_max_infra_fraction)[1] if problems else []
@@ -181,7 +192,7 @@ def respond(cfg: EvaluateConfig, model_cfg: ModelConfig, policy, tok, n: dict[st
         lm_metrics = lm_eval_harness.run(policy, tok, list(cfg.lm_eval_task_list()), lm_eval_include, cfg.lm_eval_limit,
                                          cfg.lm_eval_batch_size, cfg.lm_eval_allow_code_execution, out)
     return Responses(
-        math_rows=math_rows, math_out=math_out, correct=[is_correct(t, r["answer"]) for t, r in zip(math_out, math_rows)],
+        math_rows=math_rows, math_out=math_out, correct=[ok for ok, _ in judged], math_verdicts=[why for _, why in judged],
         harmful=harmful, harm_out=harm_out, judge_name=judge.name if judge else "",
         harm_judgement=judge.judge([r["prompt"] for r in harmful], harm_out) if judge else refusal.Judgement([], []),
         benign=benign, benign_out=benign_out, over=[refusal.is_refusal(t) for t in benign_out],
@@ -219,8 +230,8 @@ def samples(r: Responses) -> list[dict]:
     """One record per item and response (out/samples.jsonl): for audit, and as the baseline the
     next evaluation's win rate and paired comparison read."""
     rows = [{"suite": "math", "id": row["id"], "response": text, "extracted": final_answer(text), "gold": row["answer"],
-             "correct": ok, **({"rm_score": r.rm_scores[i]} if r.rm_scores else {})}
-            for i, (row, text, ok) in enumerate(zip(r.math_rows, r.math_out, r.correct))]
+             "correct": ok, "verdict": why, **({"rm_score": r.rm_scores[i]} if r.rm_scores else {})}
+            for i, (row, text, ok, why) in enumerate(zip(r.math_rows, r.math_out, r.correct, r.math_verdicts))]
     rows += [{"suite": "harmful", "id": row["id"], "response": t, "refused": f, "verdict": v}
              for row, t, f, v in zip(r.harmful, r.harm_out, r.harm_judgement.refused, r.harm_judgement.verdicts)]
     rows += [{"suite": "benign", "id": row["id"], "response": t, "refused": f}
@@ -240,7 +251,9 @@ def scores(r: Responses, k: dict[str, int], cfg: EvaluateConfig, tok) -> dict[st
     if k["math"] and r.math_out:
         c = r.correct[: k["math"]]
         m["math_accuracy"] = sum(c) / len(c)
-        m["answer_format_rate"] = sum(has_answer_format(t) for t in r.math_out[: k["math"]]) / len(c)
+        m["answer_format_rate"] = sum(has_answer_format(t, row["answer"])
+                                      for t, row in zip(r.math_out[: k["math"]], r.math_rows)) / len(c)
+        m["math_gaming_rate"] = sum(v in GAMING for v in r.math_verdicts[: k["math"]]) / len(c)
         if r.rm_scores:
             m["rm_score_mean"] = sum(r.rm_scores[: k["math"]]) / len(c)
     if k["safety"] and r.harm_out:

@@ -11,18 +11,24 @@ beta > 0; TRL does not compute it otherwise), completion length, the share of co
 at max_completion_length, and the share of tokens whose ratio was clipped.
 What the stage is for is measured on `eval_rows` prompts held out of the rl split (content-keyed,
 never trained on): greedy verifiable accuracy of the input checkpoint and of the trained one,
-overall and per verifier, and the difference in absolute points.
+overall and per verifier, and the difference in absolute points; and kl_to_input, the trained
+policy's per-token KL to its input on its own held-out replies (evaluations/drift.py), which the
+reason gate's monitors read as stage.kl_to_input whatever beta is.
+`extra_rewards` adds reward functions by import path (module:function) for experiments; each
+module's source is part of the stage's version key (pipeline/stages.py), and the reason gate's
+monitors catch one the policy learns to game.
 Run alone: `posttrain stage reason --profile tiny`.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from core import distributed, training
 from core.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
 from core.generation import generate
-from evaluations import verifiers
+from evaluations import drift, verifiers
 from evaluations.math_score import has_answer_format
 from tasks import onpolicy, sft, stage_data
 
@@ -34,15 +40,21 @@ MONITORS = {"frac_reward_zero_std": "frac_zero_std_groups", "completions/mean_le
             "kl": "kl_mean", "entropy": "entropy_mean"}
 
 
-def correctness_reward_fn(infra_errors: list[int]):
+def correctness_reward_fn(infra_errors: list[int], reasons: dict[str, int] | None = None):
     """The verifier reward for GRPO. TRL cannot leave one sample out (an all-None row sums to 0, a
     fake wrong answer), so a sample whose code the sandbox could not run gets the mean reward of
     the scored samples of its own prompt in the batch: (about) zero advantage, no gradient push
     either way. Each such sample is counted in infra_errors[0] (-> metric verifier_infra_errors);
-    more than verifiers.MAX_INFRA_FRACTION of a batch fails the stage."""
+    more than verifiers.MAX_INFRA_FRACTION of a batch fails the stage. `reasons` counts every
+    sample's verdict as "<verifier>.<reason>" (-> metrics verdicts.math.hedged, ...): what the
+    policy was paid or refused for."""
 
     def correctness_reward(completions, answer, verifier, prompts=None, **_) -> list[float | None]:
-        rewards = verifiers.rewards(completions, answer, verifier)
+        verdicts = verifiers.verdicts(completions, answer, verifier, prompts)
+        rewards = [r for r, _ in verdicts]
+        if reasons is not None:
+            for v, (_, why) in zip(verifier, verdicts):
+                reasons[f"{v}.{why}"] = reasons.get(f"{v}.{why}", 0) + 1
         groups = [repr((p, a)) for p, a in zip(prompts or [None] * len(answer), answer)]
         for i, r in enumerate(rewards):
             if r is None and verifier[i] == "code":
@@ -54,9 +66,11 @@ def correctness_reward_fn(infra_errors: list[int]):
     return correctness_reward
 
 
-def format_reward(completions, verifier, **_) -> list[float | None]:
-    return [(FORMAT_WEIGHT if has_answer_format(verifiers.text(c)) else 0.0) if v == "math" else None
-            for c, v in zip(completions, verifier)]
+def format_reward(completions, verifier, answer=None, **_) -> list[float | None]:
+    """FORMAT_WEIGHT for one answer-like \\boxed{} (not an empty, placeholder or hedged box) on math rows."""
+    golds = answer if answer is not None else [None] * len(completions)
+    return [(FORMAT_WEIGHT if has_answer_format(verifiers.text(c), g) else 0.0) if v == "math" else None
+            for c, v, g in zip(completions, verifier, golds)]
 
 
 def monitors(history: list[dict]) -> dict[str, float]:
@@ -82,12 +96,28 @@ def _rows(cfg: ReasonConfig, data: Path):
     return rows.select_columns([c for c in ("id", "prompt", "answer", "verifier") if c in rows.column_names])
 
 
-def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str) -> dict[str, float]:
+def extra_reward_funcs(cfg: ReasonConfig) -> list:
+    """The functions `cfg.extra_rewards` names (comma-separated module:function)."""
+    funcs = []
+    for ref in filter(None, (r.strip() for r in cfg.extra_rewards.split(","))):
+        module, _, name = ref.partition(":")
+        func = getattr(importlib.import_module(module), name, None) if module and name else None
+        if not callable(func):
+            raise ValueError(f"reason.extra_rewards: {ref!r} is not an importable module:function; write it as "
+                             f"`package.module:function` (a TRL reward function)")
+        funcs.append(func)
+    return funcs
+
+
+def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str,
+                        replies_out: list | None = None) -> dict[str, float]:
     """Greedy accuracy on held-out rows: the share whose reply the row's verifier scores fully
     correct (1.0; code: every test passes, ifeval: every instruction followed), overall and per
     verifier, plus the mean reward (partial credit). A code reply the sandbox could not run is
-    left out of both and counted (prefix + _infra_errors)."""
+    left out of both and counted (prefix + _infra_errors). replies_out receives the replies."""
     replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, EVAL_BATCH)
+    if replies_out is not None:
+        replies_out.extend(replies)
     rewards = verifiers.rewards(replies, list(rows["answer"]), list(rows["verifier"]))
     scored = [(v, r) for v, r in zip(rows["verifier"], rewards) if r is not None]
     if not scored:
@@ -104,6 +134,17 @@ def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str) -> 
 def heldout_split(cfg: ReasonConfig, data: Path):
     """(train rows, held-out rows or None): cfg.eval_rows prompts never trained on."""
     return sft.holdout(_rows(cfg, data), cfg.eval_rows, column="prompt")
+
+
+def measure_after(trained, tok, heldout, cfg: ReasonConfig, model: str, model_cfg: ModelConfig,
+                  before: dict[str, float]) -> dict[str, float]:
+    """Held-out accuracy of the trained policy against `before`, and its KL to the input checkpoint."""
+    replies: list[str] = []
+    after = verifiable_accuracy(trained, tok, heldout, cfg.max_completion_length, "heldout_accuracy_after", replies)
+    reference = training.load_policy(model, model_cfg)
+    kl = drift.kl_to_reference(trained, reference, tok, list(heldout["prompt"]), replies,
+                               max_length=cfg.max_length)
+    return {**heldout_delta(before, after), "heldout_rows": float(len(heldout)), "kl_to_input": kl}
 
 
 def heldout_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -139,17 +180,18 @@ def grpo(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path, o
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
     )
-    infra_errors = [0]
-    trainer = GRPOTrainer(model=policy, reward_funcs=[correctness_reward_fn(infra_errors), format_reward], args=args,
+    infra_errors, reasons = [0], {}
+    reward_funcs = [correctness_reward_fn(infra_errors, reasons), format_reward, *extra_reward_funcs(cfg)]
+    trainer = GRPOTrainer(model=policy, reward_funcs=reward_funcs, args=args,
                           train_dataset=dataset, processing_class=tok, callbacks=training.callbacks(),
                           peft_config=training.peft_config(cfg))
     resumed = training.fit(trainer)
     metrics, trained = training.finish(trainer, out, tok, resumed, before)
     metrics.update(monitors(trainer.state.log_history))
     metrics["verifier_infra_errors"] = float(infra_errors[0])
+    metrics.update({f"verdicts.{k}": float(n) for k, n in sorted(reasons.items())})
     if measure:
-        after = verifiable_accuracy(trained, tok, heldout, cfg.max_completion_length, "heldout_accuracy_after")
-        metrics.update(heldout_delta(acc_before, after), heldout_rows=float(len(heldout)))
+        metrics.update(measure_after(trained, tok, heldout, cfg, model, model_cfg, acc_before))
     return metrics
 
 
@@ -186,9 +228,8 @@ def rs_sft(cfg: ReasonConfig, model_cfg: ModelConfig, *, model: str, data: Path,
     metrics.update({"rs_prompts": float(len(rows)), "rs_kept": float(len(kept)),
                     "rs_pass_rate": len(kept) / len(rows)})
     if measure:
-        after = verifiable_accuracy(training.load_policy(str(out / "model"), model_cfg), tok, heldout,
-                                    cfg.max_completion_length, "heldout_accuracy_after")
-        metrics.update(heldout_delta(acc_before, after), heldout_rows=float(len(heldout)))
+        metrics.update(measure_after(training.load_policy(str(out / "model"), model_cfg), tok, heldout, cfg, model,
+                                     model_cfg, acc_before))
     return metrics
 
 

@@ -158,7 +158,7 @@ def self_replay(model_dir: str, model_cfg: ModelConfig, rows: list[dict], max_ne
     replies = _greedy(model_dir, model_cfg, max_new_tokens)(prompts)
     out = []
     for p, r, text in zip(prompts, rows, replies):
-        formatted, correct = has_answer_format(text), is_correct(text, r["answer"])
+        formatted, correct = has_answer_format(text, r["answer"]), is_correct(text, r["answer"])
         repeated = repeated_trigram_share(text)
         out.append({"id": r["id"], "prompt": p, "reply": text, "gold": r["answer"], "formatted": formatted,
                     "correct": correct, "repeated_trigrams": repeated,

@@ -107,6 +107,13 @@ def tiny_ws(tmp_path_factory, curated_ws):
     return ws, proc, iteration_id(proc.stdout)
 
 
+def tiny_gates(ws: Path) -> dict:
+    """The tiny profile's gates (gates.tiny.yaml over gates.yaml), merged: a base to edit in a test."""
+    from evaluations import gates
+
+    return gates.load(ws / "evaluations" / "gates.tiny.yaml")
+
+
 def mlflow_client(ws: Path):
     import mlflow
     from mlflow import MlflowClient

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from conftest import children, iteration_id, latest_iteration, mlflow_client, posttrain, prefect_state
+from conftest import children, iteration_id, latest_iteration, mlflow_client, posttrain, prefect_state, tiny_gates
 
 pytestmark = pytest.mark.e2e
 BOUNDARIES = ("sft", "align", "reason", "safety")
@@ -58,7 +58,7 @@ def test_failed_stage_gate_stops_the_flow_there(tiny_ws, tmp_path):
     ws, _, _ = tiny_ws
     client = mlflow_client(ws)
     aliases = {a: client.get_model_version_by_alias("posttrain", a).version for a in ("champion", "align", "reason")}
-    spec = yaml.safe_load((ws / "evaluations" / "gates.yaml").read_text())
+    spec = tiny_gates(ws)
     spec["align"] = {**spec["align"], "floors": {**spec["align"]["floors"], "math_accuracy": 1.5, "refusal_rate": 1.5}}
     gates_file = tmp_path / "impossible_align.yaml"
     gates_file.write_text(yaml.safe_dump(spec))
@@ -83,7 +83,7 @@ def test_failed_stage_gate_stops_the_flow_there(tiny_ws, tmp_path):
 
 def test_missing_stage_section_or_metric_fails_closed(tiny_ws, tmp_path):
     ws, _, _ = tiny_ws
-    spec = yaml.safe_load((ws / "evaluations" / "gates.yaml").read_text())
+    spec = tiny_gates(ws)
     del spec["reason"]
     spec["sft"] = {**spec["sft"], "floors": {**spec["sft"]["floors"], "no_such_metric": 0.0}}
     gates_file = tmp_path / "gaps.yaml"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from conftest import children, mlflow_client, posttrain, prefect_state, workspace_env
+from conftest import children, mlflow_client, posttrain, prefect_state, tiny_gates, workspace_env
 
 from core.dvc import CURATE_TARGET
 
@@ -82,7 +82,7 @@ def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
     champion = client.get_model_version_by_alias("posttrain", "champion").version
     versions = len(client.search_model_versions("name = 'posttrain'"))
     # The repo's gates (every trained stage has a section and passes) with an impossible final floor.
-    spec = yaml.safe_load((ws / "evaluations" / "gates.yaml").read_text())
+    spec = tiny_gates(ws)
     spec["final"]["floors"] = yaml.safe_load((ws / "tests" / "fixtures" / "impossible_gates.yaml").read_text())["final"]["floors"]
     (ws / "runs" / "impossible_final_gates.yaml").write_text(yaml.safe_dump(spec))
     proc = posttrain(ws, "run", "--profile", "tiny", "--set", "evaluate.gates_file=runs/impossible_final_gates.yaml")
@@ -94,7 +94,8 @@ def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
     failed = client.search_runs([exp.experiment_id], "tags.kind = 'iteration' and attributes.status = 'FAILED'",
                                 order_by=["attributes.start_time DESC"])[0]
     assert failed.data.tags.get("stage.sft.reused") == "true"  # unchanged stages reused, not recomputed
-    tags = client.get_model_version("posttrain", champion).tags  # the reused candidate, re-gated
+    candidate = client.get_run(failed.data.tags["stage.safety.run_id"]).data.tags["model_version"].split("/")[1]
+    tags = client.get_model_version("posttrain", candidate).tags  # the reused candidate, re-gated
     assert tags["gate.final"] == "failed" and "math_accuracy" in tags["gate.final.failures"]
     assert prefect_state(ws, failed.data.tags["prefect_flow_run_id"]) == "FAILED"
     checks = json.loads(open(client.download_artifacts(failed.info.run_id, "gates/gate.json")).read())

@@ -156,24 +156,29 @@ def test_every_trained_stage_has_a_boundary_gate():
         assert {"math_accuracy", "refusal_rate"} <= set(section["metrics"])
 
 
+def checks(spec, gate, metrics, base):
+    """The threshold checks alone (tests/test_monitors.py covers the monitors)."""
+    return [c for c in gates.evaluate(spec, gate, metrics, base) if c.kind != "monitors"]
+
+
 def test_boundary_gate_passes_churn_and_fails_a_drop():
     spec = gates.load(ROOT / "evaluations" / "gates.yaml")
     before = {"math_accuracy": 0.1, "answer_format_rate": 0.825, "refusal_rate": 0.25, "over_refusal_rate": 0.0}
     now = {**before, "rm_score_mean": 0.1, "win_rate_vs_input": 0.5}
     flips = lambda worse, better: {"paired.answer_format_rate.worse": worse, "paired.answer_format_rate.better": better}  # noqa: E731
-    assert all(c.passed for c in gates.evaluate(spec, "align", {**now, "answer_format_rate": 0.775, **flips(3, 1)}, before))
-    failed = [c for c in gates.evaluate(spec, "align", {**now, "answer_format_rate": 0.70, **flips(5, 0)}, before) if not c.passed]
+    assert all(c.passed for c in checks(spec, "align", {**now, "answer_format_rate": 0.775, **flips(3, 1)}, before))
+    failed = [c for c in checks(spec, "align", {**now, "answer_format_rate": 0.70, **flips(5, 0)}, before) if not c.passed]
     assert [(c.metric, c.kind) for c in failed] == [("answer_format_rate", "max_relative_regression")]
     # reason's own target: at most one math item of 40 lost, churn or not
-    failed = [(c.metric, c.kind) for c in gates.evaluate(
+    failed = [(c.metric, c.kind) for c in checks(
         spec, "reason", {**now, "math_accuracy": 0.05, "paired.math_accuracy.worse": 2, "paired.math_accuracy.better": 0}, before)
         if not c.passed]
     assert failed == [("math_accuracy", "min_delta")]
     # the safety stage's target: refusals may not fall at all
-    failed = [c for c in gates.evaluate(spec, "safety", {**now, "refusal_rate": 0.1875}, before) if not c.passed]
+    failed = [c for c in checks(spec, "safety", {**now, "refusal_rate": 0.1875}, before) if not c.passed]
     assert ("refusal_rate", "min_delta") in [(c.metric, c.kind) for c in failed]
     # missing monitors fail too: a boundary that did not log its RM score or win rate is not gated blind
-    failed = [c.metric for c in gates.evaluate(spec, "sft", before, before) if not c.passed]
+    failed = [c.metric for c in checks(spec, "sft", before, before) if not c.passed]
     assert sorted(failed) == ["rm_score_mean", "win_rate_vs_input"]
 
 
