@@ -42,7 +42,9 @@ DEFAULT_REGRESSION_LIMIT = 0.05
 
 
 class GateFailed(RuntimeError):
-    pass
+    def __init__(self, message: str, gate: str = ""):
+        super().__init__(message)
+        self.gate = gate  # the gates.yaml section that failed (a stage name, or "final")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,10 @@ def _flow_run_id() -> str:
     return str(flow_run.get_id() or "")
 
 
+def _flow_run_name() -> str:
+    return str(flow_run.get_name() or "")
+
+
 open_iteration = task(name="open_iteration", **TASK)(iterations.open_iteration)
 open_rerun = task(name="open_rerun", **TASK)(iterations.open_rerun)
 recorded = task(name="recorded_outputs", **TASK)(iterations.recorded)
@@ -59,12 +63,13 @@ def full_iteration(profile: str = "default", overrides: list[str] | None = None,
 
     profile: a profile of params.yaml (default, tiny, ...); overrides: SECTION.KEY=VALUE strings;
     project: the project directory holding params.yaml."""
-    it = open_iteration(project, profile, list(overrides or []), _flow_run_id())
+    it = open_iteration(project, profile, list(overrides or []), _flow_run_id(), flow_run_name=_flow_run_name())
     try:
         records = _run_nodes(it, {}, list(dag.ORDER))
         table = _finish(it, records)
-    except BaseException:
-        close_iteration(it, "FAILED")
+    except BaseException as err:
+        close_iteration(it, "FAILED", err)
+        err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
     return table
@@ -76,15 +81,16 @@ def rerun_stage(iteration: str, stage: StageName, downstream: bool = False, over
     """Re-run one stage of a recorded iteration (its MLflow parent run id) on that iteration's
     recorded upstream outputs; with downstream=True also every stage that depends on it.
     Upstream stage bodies are not executed."""
-    it = open_rerun(project, iteration, stage, list(overrides or []), _flow_run_id())
+    it = open_rerun(project, iteration, stage, list(overrides or []), _flow_run_id(), _flow_run_name())
     try:
         records = recorded(it, iteration, stage, downstream)
         names = dag.downstream_of(stage) if downstream else [stage]
         records = _run_nodes(it, records, names)
         table = _finish(it, records) if "evaluate.final" in names else \
             [{"iteration": it.parent_run_id, **records[n].__dict__} for n in names]
-    except BaseException:
-        close_iteration(it, "FAILED")
+    except BaseException as err:
+        close_iteration(it, "FAILED", err)
+        err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
     return table

@@ -50,14 +50,14 @@ def gate_stage(it: Iteration, stage: str, evaluation: Record, previous: Record, 
     spec = gates.load(it.layout().project / p.evaluate.gates_file)
     if stage not in spec:
         raise gates.GateFailed(f"gate '{stage}': {p.evaluate.gates_file} has no section '{stage}'; every trained stage "
-                               f"is gated (write `{stage}: {{}}` to gate it on nothing, on purpose)")
+                               f"is gated (write `{stage}: {{}}` to gate it on nothing, on purpose)", stage)
     metrics = {**evaluation.metrics, **{monitors.STAGE_PREFIX + k: v for k, v in policy.metrics.items()}}
     checks = gates.evaluate(spec, stage, metrics, boundary_view(previous.metrics))
     failed = _gate_outcome(it, stage, checks, policy.model_version, spec["version"])
     if failed:
         raise gates.GateFailed(f"gate '{stage}' ({p.evaluate.gates_file} v{spec['version']}) failed "
                                f"({len(failed)} of {len(checks)} checks; evaluate.{stage} vs evaluate.{previous.label}):\n  "
-                               + "\n  ".join(c.describe() for c in failed))
+                               + "\n  ".join(c.describe() for c in failed), stage)
     return {"passed": True, "checks": len(checks)}
 
 
@@ -77,7 +77,7 @@ def gate_final(it: Iteration, final: Record, base: Record, policy_versions: dict
     failed = _gate_outcome(it, "final", checks, candidate, spec["version"])
     if failed:
         raise gates.GateFailed(f"gate 'final' ({p.evaluate.gates_file} v{spec['version']}) failed:\n  "
-                               + "\n  ".join(c.describe() for c in failed))
+                               + "\n  ".join(c.describe() for c in failed), "final")
     moved, champion = _move_aliases(it, name, policy_versions, rm.model_version)
     return {"passed": True, "checks": len(checks), "champion": f"{name}/{champion}", "moved": moved}
 

@@ -15,13 +15,14 @@ from pipeline.runner import Iteration, Record, StageFailed, damage
 
 
 def _open(project: str, profile: str, overrides: list[str], flow_run_id: str, kind: str, name: str,
-          tags: dict[str, str]) -> Iteration:
+          tags: dict[str, str], flow_run_name: str = "") -> Iteration:
     lay = layout(project)
     params = load_params(lay.params, profile, overrides)  # raises ConfigError naming the key
     tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
     recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
     sha = tracking.git_sha(lay.project)
-    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id, "kind": kind,
+    tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id,
+            "prefect_flow_run_name": flow_run_name, "kind": kind,
             "pipeline": params.pipeline.name, **tags, **recovery.owner_tags()}
     run_id = tracking.start_parent(lay.runs, name, tags,
                                    {"profile": profile, "overrides": json.dumps(list(overrides)), "git_sha": sha})
@@ -29,23 +30,43 @@ def _open(project: str, profile: str, overrides: list[str], flow_run_id: str, ki
 
 
 def open_iteration(project: str, profile: str, overrides: list[str], flow_run_id: str = "",
-                   kind: str = "iteration") -> Iteration:
+                   kind: str = "iteration", flow_run_name: str = "") -> Iteration:
     """Validate the config (fails fast, before any work) and open the iteration's parent run.
     kind: "iteration" for a flow, "stage" for `posttrain stage NAME` on its own."""
-    return _open(project, profile, list(overrides), flow_run_id, kind, f"{kind}-{profile}", {})
+    return _open(project, profile, list(overrides), flow_run_id, kind, f"{kind}-{profile}", {}, flow_run_name)
 
 
-def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], flow_run_id: str = "") -> Iteration:
+def open_rerun(project: str, iteration: str, stage: str, overrides: list[str], flow_run_id: str = "",
+               flow_run_name: str = "") -> Iteration:
     """A new parent run that re-runs `stage` of `iteration` with that iteration's recorded profile
     and overrides, plus `overrides` on top (later wins): the way to fix a failed stage's cause."""
     from mlflow import MlflowClient
 
+    from pipeline import ids
+
     tracking.configure(layout(project).runs)
-    original = MlflowClient().get_run(iteration)
+    client = MlflowClient()
+    iteration = ids.iteration(client, iteration)  # a Prefect flow-run id or name works too
+    original = client.get_run(iteration)
     profile = original.data.params["profile"]
     merged = json.loads(original.data.params["overrides"]) + list(overrides)
     return _open(project, profile, merged, flow_run_id, "iteration", f"rerun-{stage}-{profile}",
-                 {"rerun_of": iteration, "rerun_stage": stage})
+                 {"rerun_of": iteration, "rerun_stage": stage}, flow_run_name)
+
+
+def stage_tags(client, iteration: str) -> dict[str, str]:
+    """The `stage.*` tags of `iteration`, completed through the iterations it reran (`rerun_of`):
+    a rerun records only the nodes it needed, and a rerun of it may need more (evaluate.base for a
+    --downstream rerun of a stage rerun). The newest record of a node wins."""
+    chain, run_id = [], iteration
+    while run_id and run_id not in [c[0] for c in chain]:
+        tags = client.get_run(run_id).data.tags
+        chain.append((run_id, tags))
+        run_id = tags.get("rerun_of")
+    merged: dict[str, str] = {}
+    for _, tags in reversed(chain):
+        merged.update({k: v for k, v in tags.items() if k.startswith("stage.")})
+    return merged
 
 
 def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: bool = True) -> dict[str, Record]:
@@ -59,8 +80,12 @@ def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: 
     processes of a distributed launch read the same files and end with it (torchrun stops them)."""
     from mlflow import MlflowClient
 
+    from pipeline import ids
+
     tracking.configure(it.layout().runs)
-    tags = MlflowClient().get_run(iteration).data.tags
+    client = MlflowClient()
+    iteration = ids.iteration(client, iteration)
+    tags = stage_tags(client, iteration)
     rerun = dag.downstream_of(stage) if downstream else [stage]
     records: dict[str, Record] = {}
     for name in dag.needed_by(rerun):
@@ -84,6 +109,19 @@ def recorded(it: Iteration, iteration: str, stage: str, downstream: bool, link: 
     return records
 
 
-def close_iteration(it: Iteration, status: str) -> None:
+def failed_at(err: BaseException) -> str:
+    """The node a failure stopped at: a stage ("reason"), a gate ("gate.reason") or "" (elsewhere)."""
+    if isinstance(err, StageFailed):
+        return err.stage
+    gate = getattr(err, "gate", "")
+    return f"gate.{gate}" if gate else ""
+
+
+def close_iteration(it: Iteration, status: str, error: BaseException | None = None) -> None:
+    """End the parent run; a failed one records where (`failed_at`) and why (`failure`, one line)."""
     tracking.configure(it.layout().runs)
+    if error is not None:
+        lines = [line.strip() for line in str(error).strip().splitlines()]
+        reason = error.reason if isinstance(error, StageFailed) else " ".join(lines) or type(error).__name__
+        tracking.set_tags(it.parent_run_id, {"failed_at": failed_at(error), "failure": reason[:500]})
     tracking.end_run(it.parent_run_id, status)

@@ -1,7 +1,8 @@
 """posttrain: command line entry point.
 
     posttrain run [--profile tiny] [--set SECTION.KEY=VALUE ...]   one iteration as a Prefect flow
-    posttrain rerun STAGE --iteration RUN_ID [--downstream]       re-run one stage of a recorded iteration
+    posttrain rerun STAGE --iteration ID [--downstream]           re-run one stage of a recorded iteration
+    posttrain runs [--json]                                       recorded iterations, newest first
     posttrain serve                                               serve both flows as Prefect deployments
     posttrain lineage NAME@ALIAS|NAME/VERSION [--json]            model -> stages -> data -> git SHA
     posttrain reconcile                                           mark runs of killed processes KILLED/Crashed
@@ -13,7 +14,8 @@
                                                                   `dvc repro` runs; others: what a SkyPilot
                                                                   job or torchrun runs on each process)
 
-Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration or usage.
+An iteration ID is its MLflow parent run id, its Prefect flow-run id or its Prefect flow-run name.
+Exit codes: 0 success, 1 a stage or gate failed, 2 bad configuration, usage or id.
 Errors are one line on stderr; an unexpected one also names the log file holding its traceback
 (<runs>/logs/posttrain-<UTC time>-<pid>.log). `posttrain --debug ...` raises it instead.
 """
@@ -25,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 
+ID_HELP = "the iteration: its MLflow parent run id, Prefect flow-run id or Prefect flow-run name (posttrain runs)"
 KEY_METRICS = (
     "rows.sft", "rows.preferences", "rows.rl",
     "math_accuracy", "answer_format_rate", "refusal_rate", "over_refusal_rate", "rm_pair_accuracy",
@@ -75,6 +78,34 @@ def _table(records: list[dict]) -> None:
     Console(width=200).print(table)
 
 
+def _next_steps(err: BaseException) -> str:
+    """The failure summary's last lines: the iteration and the command that goes on from the failure."""
+    from pipeline.iterations import failed_at
+
+    iteration = getattr(err, "iteration", "")
+    if not iteration:
+        return ""
+    where = failed_at(err).removeprefix("gate.")
+    stage = "safety" if where == "final" else where
+    lines = [f"iteration {iteration}{_flow_run_name(iteration)}"]
+    if stage:
+        lines.append(f"next: fix the cause, then go on from there: posttrain rerun {stage} --iteration {iteration} "
+                     f"--downstream [--set SECTION.KEY=VALUE ...]")
+    lines.append(f"inspect: posttrain report {iteration}")
+    return "\n" + "\n".join(lines)
+
+
+def _flow_run_name(iteration: str) -> str:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        name = MlflowClient().get_run(iteration).data.tags.get("prefect_flow_run_name", "")
+    except MlflowException:
+        return ""
+    return f" (Prefect flow run '{name}')" if name else ""
+
+
 def _run_flow(call, args) -> int:
     from evaluations.gates import GateFailed
     from pipeline.runner import StageFailed
@@ -85,10 +116,10 @@ def _run_flow(call, args) -> int:
     try:
         records = call()
     except StageFailed as err:
-        print(f"\nFAILED at stage '{err.stage}': {err.reason}{errors.where()}", file=sys.stderr)
+        print(f"\nFAILED at stage '{err.stage}': {err.reason}{errors.where()}{_next_steps(err)}", file=sys.stderr)
         return 1
     except GateFailed as err:
-        print(f"\nFAILED at the gate: {err}{errors.where()}", file=sys.stderr)
+        print(f"\nFAILED at the gate: {err}{errors.where()}{_next_steps(err)}", file=sys.stderr)
         return 1
     if records:  # empty on the non-main processes of a distributed stage: one table, from rank 0
         _table(records)
@@ -123,7 +154,11 @@ def cmd_rerun(args) -> int:
     tracking.configure(lay.runs)
     from mlflow import MlflowClient
 
-    args.profile = MlflowClient().get_run(args.iteration).data.params["profile"]
+    from pipeline import ids
+
+    client = MlflowClient()
+    args.iteration = ids.iteration(client, args.iteration)
+    args.profile = client.get_run(args.iteration).data.params["profile"]
     _load(args)  # the recorded profile with the new overrides must validate before anything runs
     from flows.iteration import rerun_stage
 
@@ -168,16 +203,32 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from mlflow import MlflowClient
+
     from core import tracking
     from core.paths import layout
+    from pipeline import ids
     from posttrain import report
 
     lay = layout(args.project)
     tracking.configure(lay.runs)
+    args.iteration = ids.iteration(MlflowClient(), args.iteration)
     out = Path(args.out or lay.runs / "reports" / args.iteration)
     text, plots = report.report(args.iteration, out)
     print(text)
     print(f"\nwrote {out / 'report.md'} and {len(plots)} plots; logged to MLflow run {args.iteration} under report/")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from mlflow import MlflowClient
+
+    from core import tracking
+    from core.paths import layout
+    from posttrain import runs
+
+    tracking.configure(layout(args.project).runs)
+    print(runs.render(runs.rows(MlflowClient(), args.limit), args.json))
     return 0
 
 
@@ -237,11 +288,12 @@ def cmd_stage(args) -> int:
 
 def _call(args) -> int:
     from core.config import ConfigError
+    from pipeline.ids import BadId
 
     try:
         _prepare(args)
         return args.fn(args)
-    except ConfigError as err:
+    except (ConfigError, BadId) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:
@@ -273,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [n for n in ORDER if n != "base"]
     for name, fn, helptext in (("run", cmd_run, "run one iteration of the pipeline"),
                                ("rerun", cmd_rerun, "re-run one stage of a recorded iteration"),
+                               ("runs", cmd_runs, "list recorded iterations, newest first"),
                                ("serve", cmd_serve, "serve the flows as Prefect deployments"),
                                ("lineage", cmd_lineage, "print a model version's lineage"),
                                ("reconcile", cmd_reconcile, "mark runs of killed processes KILLED / Crashed"),
@@ -290,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "reused or built")
         if name == "rerun":
             p.add_argument("stage", choices=stages)
-            p.add_argument("--iteration", required=True, help="MLflow run id of the iteration (its parent run)")
+            p.add_argument("--iteration", required=True, help=ID_HELP)
             p.add_argument("--downstream", action="store_true", help="also re-run every stage that depends on it")
         if name == "lineage":
             p.add_argument("model", help="NAME@ALIAS or NAME/VERSION, e.g. posttrain@champion")
@@ -298,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("run", "stage", "serve"):
             p.add_argument("--profile", default="default", help="profile from params.yaml (default, tiny, ...)")
         if name == "report":
-            p.add_argument("iteration", help="MLflow run id of the iteration (its parent run)")
+            p.add_argument("iteration", help=ID_HELP)
             p.add_argument("--out", default=None, help="folder (default: runs/reports/ITERATION)")
+        if name == "runs":
+            p.add_argument("--json", action="store_true", help="machine-readable rows")
+            p.add_argument("--limit", type=int, default=50, help="newest N iterations (default 50)")
         if name == "serve":
             p.add_argument("--zombie-window", type=int, default=90, metavar="SECONDS",
                            help="mark a served run Crashed after this long without a heartbeat (default 90)")

@@ -15,17 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import ids
+
 SCHEMA = Path(__file__).with_name("lineage.schema.json")
-
-
-def _resolve(client, ref: str):
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    if "/" in ref:
-        name, version = ref.rsplit("/", 1)
-        return client.get_model_version(name, version)
-    raise ValueError(f"'{ref}': expected NAME@ALIAS or NAME/VERSION, e.g. posttrain@champion")
 
 
 def _dvc_lock_at(project: Path, git_sha: str) -> dict[str, str] | None:
@@ -63,7 +55,7 @@ def lineage(ref: str, project: Path) -> dict:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    mv = _resolve(client, ref)
+    mv = ids.model_version(client, ref)
     chain = []
     while True:
         entry = _stage_entry(client, mv)

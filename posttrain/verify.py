@@ -41,9 +41,11 @@ def _iteration_dirs(lay, iteration: str) -> list[tuple[str, Path]]:
     from mlflow import MlflowClient
 
     from core import tracking
+    from pipeline import ids
 
     tracking.configure(lay.runs)
-    tags = MlflowClient().get_run(iteration).data.tags
+    client = MlflowClient()
+    tags = client.get_run(ids.iteration(client, iteration)).data.tags
     dirs = []
     for tag, key in sorted(tags.items()):
         if tag.startswith("stage.") and tag.endswith(".version_key"):
@@ -53,7 +55,7 @@ def _iteration_dirs(lay, iteration: str) -> list[tuple[str, Path]]:
 
 
 def main(project: str | None, iteration: str | None = None) -> int:
-    from mlflow.exceptions import MlflowException
+    from pipeline.ids import BadId
 
     lay = layout(project)
     stages = lay.runs / "stages"
@@ -61,8 +63,8 @@ def main(project: str | None, iteration: str | None = None) -> int:
     if iteration:
         try:
             dirs = _iteration_dirs(lay, iteration)
-        except MlflowException as err:  # an unknown run id
-            print(f"error: iteration {iteration}: {type(err).__name__}: {str(err)[:300]}", file=sys.stderr)
+        except BadId as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
     else:
         dirs, unfinished = _all_dirs(stages)
