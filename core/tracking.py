@@ -14,7 +14,8 @@ import subprocess
 import time
 import urllib.parse
 import warnings
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 
 EXPERIMENT = "posttrain"
@@ -151,13 +152,45 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         MlflowClient().log_batch(run_id, metrics=items[i : i + 1000])
 
 
-def log_history(run_id: str, history: list[dict]) -> None:
-    """A trainer's per-step log (loss, grad_norm, rewards, ...) as MLflow metric series."""
+def log_history(run_id: str, history: list[dict], before_step: int | None = None) -> None:
+    """A trainer's per-step log (loss, grad_norm, rewards, ...) as MLflow metric series; with
+    before_step, only the steps before it (those a resumed trainer did not stream again)."""
     for entry in history:
         step = int(entry.get("step", 0))
+        if before_step is not None and step >= before_step:
+            continue
         values = {f"train/{k}": v for k, v in entry.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
         if values:
             log_metrics(run_id, values, step=step)
+
+
+# The stage run a trainer in this thread streams its per-step log to (stream_metrics): set by the
+# runner around a stage body. A context variable, not a global: Prefect may run tasks in threads.
+_STREAM: ContextVar[dict | None] = ContextVar("posttrain_stream", default=None)
+
+
+@contextmanager
+def streaming_to(run_id: str):
+    """Inside: stream_metrics() logs to `run_id` as it is called. Yields the state: "steps" counts
+    what was streamed (0: the body logged nothing per step), "first_step" is the earliest step."""
+    state = {"run_id": run_id, "steps": 0, "first_step": None}
+    token = _STREAM.set(state)
+    try:
+        yield state
+    finally:
+        _STREAM.reset(token)
+
+
+def stream_metrics(values: dict[str, float], step: int) -> bool:
+    """Log one step's values to the stage run being streamed to, at once (a killed stage keeps its
+    curves up to its last step). False when no stage run is set (a trainer outside a stage)."""
+    state = _STREAM.get()
+    if state is None or not values:
+        return False
+    log_metrics(state["run_id"], values, step=step)
+    state["steps"] += 1
+    state["first_step"] = step if state["first_step"] is None else min(state["first_step"], step)
+    return True
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:

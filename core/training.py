@@ -83,6 +83,26 @@ def guard_callback():
     return NonFiniteGuard()
 
 
+def stream_callback():
+    """Each logged step's numbers to the stage's MLflow run as they are logged (tracking.stream_metrics),
+    as `train/<key>`, or `train.<phase>/<key>` for an intermediate pass (trainer/<phase>/)."""
+    from transformers import TrainerCallback
+
+    from core import tracking
+
+    class StreamToMlflow(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            out = Path(args.output_dir)
+            prefix = f"train.{out.name}" if out.parent.name == "trainer" else "train"
+            values = {f"{prefix}/{k}": float(v) for k, v in (logs or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            tracking.stream_metrics(values, state.global_step)
+
+    return StreamToMlflow()
+
+
 def trainer_kwargs(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, seed: int, phase: str = "") -> dict:
     """Arguments shared by every TRL *Config: schedule, batch, precision, logging, seeds.
 
@@ -185,8 +205,8 @@ def fit(trainer) -> float:
 
 
 def callbacks() -> list:
-    """Callbacks every trainer gets: the non-finite guard and the checkpoint marker."""
-    return [guard_callback(), checkpoint_callback()]
+    """Callbacks every trainer gets: the non-finite guard, the checkpoint marker and the MLflow stream."""
+    return [guard_callback(), checkpoint_callback(), stream_callback()]
 
 
 def peft_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM"):

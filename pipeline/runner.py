@@ -214,7 +214,8 @@ def _run_body(it: Iteration, stage: str, key: str, out: Path, run_id: str, *, co
     for ds_name, (path, md5) in (datasets or {}).items():
         tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
     started = time.perf_counter()
-    metrics = body(out)
+    with tracking.streaming_to(run_id) as streamed:  # trainers log each step to the run as they go
+        metrics = body(out)
     # Wall time of the stage's own work (training / generation), without tracking, hashing,
     # locking or registration: bench/ compares it with the flow's wall time (overhead).
     metrics["compute_s"] = time.perf_counter() - started
@@ -225,8 +226,8 @@ def _run_body(it: Iteration, stage: str, key: str, out: Path, run_id: str, *, co
         raise FloatingPointError(f"non-finite metrics {bad}")
     tracking.log_metrics(run_id, metrics)
     history = out / "log_history.json"
-    if history.is_file():
-        tracking.log_history(run_id, json.loads(history.read_text()))
+    if history.is_file():  # what was not streamed: all of it, or the steps before a resumed trainer's first
+        tracking.log_history(run_id, json.loads(history.read_text()), streamed["first_step"])
     # The stage's small records (eval samples, scores, step logs) go to MLflow too, so an
     # audit or a report needs only the tracking server, not this machine's disk.
     for record_file in sorted([*out.glob("*.json*"), *out.glob("*.png")]):

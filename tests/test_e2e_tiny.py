@@ -115,3 +115,15 @@ def test_report_card_table_and_plots(tiny_ws, tmp_path):
     client = mlflow_client(ws)
     logged = {a.path for a in client.list_artifacts(it, "report")}
     assert {f"report/{p.name}" for p in pngs} | {"report/report.md"} <= logged
+
+
+def test_training_curves_are_streamed_once_per_step(tiny_ws):
+    """Per-step training metrics reach MLflow while a stage trains (tracking.stream_metrics), each
+    step once; an intermediate pass of a multi-pass stage has its own prefix."""
+    ws, _, it = tiny_ws
+    client = mlflow_client(ws)
+    tags = client.get_run(it).data.tags
+    steps = [m.step for m in client.get_metric_history(tags["stage.sft.run_id"], "train/loss")]
+    assert len(steps) >= 4 and len(steps) == len(set(steps)), steps
+    safety = client.get_run(tags["stage.safety.run_id"]).data.metrics
+    assert "train.sft/loss" in safety, sorted(safety)  # safety's refusal-SFT pass (trainer/sft/)

@@ -1,7 +1,8 @@
 """A killed `posttrain` leaves no process of its own behind, and the next command says what it
 reconciled. The watchdog (posttrain/watchdog.py) is checked on its own first (a stand-in parent,
 seconds), then on a real `posttrain run` SIGKILLed inside sft (only that process is killed, not its
-process group: whatever it started must be stopped by the watchdog)."""
+process group: whatever it started must be stopped by the watchdog); the steps sft logged before
+the kill stay in MLflow."""
 
 from __future__ import annotations
 
@@ -120,7 +121,10 @@ def test_sigkill_of_posttrain_run_leaves_no_process_and_is_reconciled(tmp_path, 
             if its:
                 sft_run = next((c for c in children(client, its[0].info.run_id)
                                 if c.data.tags.get("stage") == "sft" and c.info.status == "RUNNING"), None)
-        time.sleep(3)
+        # Training metrics reach MLflow while the stage runs: wait for a few streamed steps.
+        while len(losses := client.get_metric_history(sft_run.info.run_id, "train/loss")) < 3:
+            assert proc.poll() is None and time.time() < deadline, f"sft streamed {len(losses)} losses"
+            time.sleep(1)
         recorded = _snapshot(proc.pid)
         names = [" ".join(p.cmdline()) for p, _ in recorded]
         # What would outlive a SIGKILL without the watchdog: the ephemeral Prefect API server.
@@ -145,6 +149,8 @@ def test_sigkill_of_posttrain_run_leaves_no_process_and_is_reconciled(tmp_path, 
             f"MLflow run {killed.info.run_id} and its stage run(s) sft KILLED, Prefect flow run {flow_run} Crashed")
     assert line in out.stdout.splitlines(), out.stdout
     assert client.get_run(sft_run.info.run_id).info.status == "KILLED"
+    kept = client.get_metric_history(sft_run.info.run_id, "train/loss")  # the curve up to the kill survives
+    assert len(kept) >= len(losses) and max(m.step for m in kept) >= max(m.step for m in losses)
 
 
 def _cwd_in(p: psutil.Process, ws: Path) -> bool:
