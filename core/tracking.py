@@ -7,16 +7,20 @@ the run FINISHED while its stage may still be training.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import warnings
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "posttrain"
 # How long a process waits for another one's store creation/migration or registry write before it
@@ -124,13 +128,35 @@ def start_parent(runs: Path, name: str, tags: dict[str, str], params: dict[str, 
     return run.info.run_id
 
 
-def start_child(runs: Path, parent_id: str, stage: str, tags: dict[str, str]) -> str:
+def start_child(runs: Path, parent_id: str, stage: str, tags: dict[str, str], run_name: str | None = None) -> str:
+    """A stage's run under its iteration, named by its node (`evaluate.sft`; default: the stage)."""
     from mlflow import MlflowClient
 
     run = MlflowClient().create_run(
-        experiment_id(runs), run_name=stage, tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags}
+        experiment_id(runs), run_name=run_name or stage, tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags}
     )
     return run.info.run_id
+
+
+SYSTEM_METRICS_INTERVAL_S = 10.0  # MLflow's default sampling; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+
+
+@contextmanager
+def system_metrics(run_id: str, interval_s: float = SYSTEM_METRICS_INTERVAL_S):
+    """Inside: MLflow's own monitor samples CPU, memory, disk, network (and GPU where there is one)
+    into `run_id` as system/* metrics."""
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # It announces every start and stop at INFO: four lines per stage in the terminal.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s)  # the URI configure() set
+    monitor.start()
+    try:
+        yield monitor
+    finally:
+        monitor.finish()
 
 
 def log_params(run_id: str, params: dict[str, object]) -> None:
@@ -237,8 +263,24 @@ def log_artifacts(run_id: str, local_dir: Path, artifact_path: str) -> None:
     MlflowClient().log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+def log_model(run_id: str, checkpoint: Path, artifact_path: str, description: str = "") -> None:
+    """Log a stage checkpoint under `artifact_path` of `run_id` as an MLflow transformers model
+    (core.mlflow_model), which the registry's versions point at. It is built in a temporary
+    directory beside the checkpoint, on the same file system, so that its weights are hard links to
+    the checkpoint's files rather than copies; a build killed half-way leaves it in an unfinished
+    stage dir, which is cleared before the stage runs again."""
+    from core import mlflow_model
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=checkpoint.parent, prefix=".mlflow_model-") as tmp:
+        built = mlflow_model.build(checkpoint, Path(tmp) / "model", description)
+        log.info("MLflow model of %s built in %.1f s (%d bytes besides the checkpoint's files)", checkpoint,
+                 time.perf_counter() - started, mlflow_model.new_bytes(built))
+        log_artifacts(run_id, built, artifact_path)
+
+
 def register(run_id: str, model_name: str, artifact_path: str, tags: dict[str, str]) -> str:
-    """Register the checkpoint logged under `artifact_path` of `run_id`; returns the version.
+    """Register the model logged under `artifact_path` of `run_id` (log_model); returns the version.
     Under the store lock: two iterations registering at once would both create the registered model."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

@@ -5,6 +5,7 @@ and travels in the `Iteration` every stage receives."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from core import distributed, tracking
 from core.config import load_params
@@ -21,7 +22,10 @@ def _open(project: str, profile: str, overrides: list[str], flow_run_id: str, ki
     tracking.configure(lay.runs)  # raises in seconds if a tracking server is unreachable
     recovery.reconcile(lay.runs)  # runs left RUNNING by a killed process become KILLED / Crashed
     sha = tracking.git_sha(lay.project)
+    name = f"{name}-{datetime.now(timezone.utc):%Y-%m-%dT%H:%MZ}"  # what the MLflow UI lists: kind, profile, date
     tags = {"profile": profile, "git_sha": sha, "prefect_flow_run_id": flow_run_id,
+            "mlflow.source.git.commit": sha.removesuffix("-dirty"), "mlflow.source.type": "PROJECT",
+            "mlflow.source.name": f"posttrain ({flow_run_name or kind})",
             "prefect_flow_run_name": flow_run_name, "kind": kind,
             "pipeline": params.pipeline.name, **tags, **recovery.owner_tags()}
     run_id = tracking.start_parent(lay.runs, name, tags,
@@ -120,8 +124,15 @@ def failed_at(err: BaseException) -> str:
 def close_iteration(it: Iteration, status: str, error: BaseException | None = None) -> None:
     """End the parent run; a failed one records where (`failed_at`) and why (`failure`, one line)."""
     tracking.configure(it.layout().runs)
+    note = f"**{status}** · profile `{it.profile}` · git `{it.git_sha[:12]}`"
     if error is not None:
         lines = [line.strip() for line in str(error).strip().splitlines()]
         reason = error.reason if isinstance(error, StageFailed) else " ".join(lines) or type(error).__name__
         tracking.set_tags(it.parent_run_id, {"failed_at": failed_at(error), "failure": reason[:500]})
+        note += (f"\n\nStopped at **{failed_at(error) or 'an error'}**: {reason[:500]}\n\nGo on from there: "
+                 f"`posttrain rerun {failed_at(error).removeprefix('gate.') or 'STAGE'} --iteration {it.parent_run_id} "
+                 f"--downstream`")
+    # The parent run's description in the MLflow UI; `posttrain report` writes the full card.
+    tracking.set_tags(it.parent_run_id, {"mlflow.note.content": note + f"\n\nReport card: `posttrain report "
+                                                                      f"{it.parent_run_id}`"})
     tracking.end_run(it.parent_run_id, status)

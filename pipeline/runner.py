@@ -151,7 +151,8 @@ def execute(
         out.mkdir(parents=True, exist_ok=True)
         distributed.barrier()  # the other processes start the body only in a prepared directory
 
-        run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label})
+        run_id = tracking.start_child(lay.runs, it.parent_run_id, stage, {**it.tags(), "version_key": key, "label": label},
+                                      run_name=name)
         try:
             record = _run_body(it, stage, key, out, run_id, config=config, inputs=inputs, body=body, datasets=datasets,
                                model_name=model_name, parent_version=parent_version, label=label, extra=extra)
@@ -214,7 +215,8 @@ def _run_body(it: Iteration, stage: str, key: str, out: Path, run_id: str, *, co
     for ds_name, (path, md5) in (datasets or {}).items():
         tracking.log_dataset(run_id, Path(path), md5, ds_name, context=stage)
     started = time.perf_counter()
-    with tracking.streaming_to(run_id) as streamed:  # trainers log each step to the run as they go
+    # Trainers log each step to the run as they go; CPU, memory and disk are sampled beside them.
+    with tracking.streaming_to(run_id) as streamed, tracking.system_metrics(run_id):
         metrics = body(out)
     # Wall time of the stage's own work (training / generation), without tracking, hashing,
     # locking or registration: bench/ compares it with the flow's wall time (overhead).
@@ -235,7 +237,9 @@ def _run_body(it: Iteration, stage: str, key: str, out: Path, run_id: str, *, co
     record = Record(stage=stage, key=key, out=str(out), run_id=run_id, metrics=metrics, label=label, extra=extra or {})
     if model_name:
         model_dir = out / "model"
-        tracking.log_artifacts(run_id, model_dir, "model")
+        tracking.log_model(run_id, model_dir, "model",
+                           f"posttrain stage `{stage}` (version key {key}) of iteration {it.parent_run_id}, "
+                           f"registered as {model_name}; profile {it.profile}, code {it.git_sha}.")
         record.model = str(model_dir)
         record.model_version = tracking.register(
             run_id, model_name, "model",

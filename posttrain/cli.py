@@ -210,6 +210,7 @@ def cmd_report(args) -> int:
     from pipeline import ids
     from posttrain import report
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report is the output
     lay = layout(args.project)
     tracking.configure(lay.runs)
     args.iteration = ids.iteration(MlflowClient(), args.iteration)

@@ -110,8 +110,11 @@ def test_report_card_table_and_plots(tiny_ws, tmp_path):
     assert "| math_accuracy |" in proc.stdout and "| refusal_rate |" in proc.stdout
     assert "| items worse↓ / better↑ than base |" in proc.stdout  # evaluate.final's paired counts vs base
     assert "| checkpoint (boundary items) |" in proc.stdout and "items that got worse / better" in proc.stdout
+    assert "- status: FINISHED" in proc.stdout and "- profile: tiny; git SHA: " in proc.stdout
+    assert "- gates: sft passed, align passed, reason passed, safety passed, final passed" in proc.stdout
+    assert "- champion: posttrain/" in proc.stdout and "Missing:" not in proc.stdout
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) >= 4 and all(p.stat().st_size > 5_000 for p in pngs)
+    assert len(pngs) == 6 and all(p.stat().st_size > 5_000 for p in pngs)
     client = mlflow_client(ws)
     logged = {a.path for a in client.list_artifacts(it, "report")}
     assert {f"report/{p.name}" for p in pngs} | {"report/report.md"} <= logged
@@ -127,3 +130,15 @@ def test_training_curves_are_streamed_once_per_step(tiny_ws):
     assert len(steps) >= 4 and len(steps) == len(set(steps)), steps
     safety = client.get_run(tags["stage.safety.run_id"]).data.metrics
     assert "train.sft/loss" in safety, sorted(safety)  # safety's refusal-SFT pass (trainer/sft/)
+
+
+def test_mlflow_ui_names_runs_by_node_and_describes_the_iteration(tiny_ws):
+    ws, _, it = tiny_ws
+    client = mlflow_client(ws)
+    parent = client.get_run(it)
+    assert parent.info.run_name.startswith("iteration-tiny-20")  # kind, profile, UTC date
+    tags = parent.data.tags
+    assert tags["mlflow.source.git.commit"] == tags["git_sha"].removesuffix("-dirty")
+    assert "**FINISHED**" in tags["mlflow.note.content"] and f"posttrain report {it}" in tags["mlflow.note.content"]
+    names = {c.info.run_name for c in children(client, it)}
+    assert {"sft", "reward_model", "evaluate.base", "evaluate.sft", "evaluate.final"} <= names, names

@@ -52,7 +52,7 @@ def test_runs_lists_iterations_newest_first_with_the_ids_commands_accept(tiny_ws
     assert table.returncode == 0 and it in table.stdout and mine["flow run"] in table.stdout
 
 
-def test_failure_names_the_iteration_and_the_rerun_that_completes_it(tiny_ws):
+def test_failure_names_the_iteration_and_the_rerun_that_completes_it(tiny_ws, tmp_path):
     """A stage failing on a bad setting: the last lines give the iteration id and the rerun command;
     that command with the setting fixed completes, named by the Prefect flow-run name."""
     ws, _, _ = tiny_ws
@@ -65,6 +65,12 @@ def test_failure_names_the_iteration_and_the_rerun_that_completes_it(tiny_ws):
     assert f"iteration {iteration}" in tail
     row = next(r for r in json.loads(posttrain(ws, "runs", "--json").stdout) if r["iteration"] == iteration)
     assert row["status"] == "FAILED" and row["failed at"] == "reason" and "num_generations" in row["failure"]
+    report = posttrain(ws, "report", iteration, "--out", str(tmp_path / "failed"))  # what exists, and why not the rest
+    assert report.returncode == 0, report.stderr[-2000:]
+    card = (tmp_path / "failed" / "report.md").read_text()
+    assert "- reason: FAILED here: ValueError" in card and "divisible by num_generations" in card
+    assert "- evaluate.final: not reached: the iteration stopped at reason" in card and "gates: sft passed" in card
+    assert (tmp_path / "failed" / "training_loss.png").is_file() and "grpo_reward_length.png: no reason" in card
 
     fixed = posttrain(ws, "rerun", "reason", "--iteration", row["flow run"], "--downstream",
                       "--set", "reason.per_device_batch_size=4")
