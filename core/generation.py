@@ -7,14 +7,19 @@ several times faster than one-by-one on a CPU (bench's generation-batching figur
 from __future__ import annotations
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int) -> list[str]:
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
+             label: str = "generate") -> list[str]:
+    """Greedy replies, in order; `label` names the progress line (core/progress.py)."""
     import torch
+
+    from core.progress import Progress
 
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     model.eval()
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     outputs: list[str] = []
+    progress = Progress(label, len(texts), unit="reply")
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -22,6 +27,11 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             new = gen[:, enc["input_ids"].shape[1]:]
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+            progress.update(len(new))
+    if len(texts) > batch_size:  # one batch is quick; a long suite says when it is done
+        progress.close()
+    elif progress.bar is not None:
+        progress.bar.close()
     return outputs
 
 

@@ -147,7 +147,7 @@ def _entry_ok(entry) -> bool:
 # stage's work and never change what it computes, so editing them does not re-run every stage.
 CODE_PACKAGES = ("tasks", "evaluations", "core")
 NOT_CODE_OF_A_STAGE = frozenset({"core.config", "core.paths", "core.tracking", "core.stage_dir", "core.dvc",
-                                 "core.distributed"})
+                                 "core.distributed", "core.progress"})
 
 
 def covered_modules(module) -> list[str]:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 from core import jsonl
@@ -101,6 +102,59 @@ def stream_callback():
             tracking.stream_metrics(values, state.global_step)
 
     return StreamToMlflow()
+
+
+def stage_label(output_dir: str) -> str:
+    """`sft`, or `safety/dpo` for a pass: the stage dir is runs/stages/<stage>/<key>/trainer[/<pass>]."""
+    out = Path(output_dir)
+    if out.parent.name == "trainer":
+        return f"{out.parent.parent.parent.name}/{out.name}"
+    return out.parent.parent.name
+
+
+def progress_callback():
+    """A live progress line per training run (core/progress.py): step/total, loss, tokens/s, ETA;
+    at the end one line saying what ran (steps, minutes, first and last loss)."""
+    from transformers import TrainerCallback
+
+    from core.progress import Progress
+
+    class TrainingProgress(TrainerCallback):
+        progress, losses, tokens = None, [], (0.0, 0.0)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.progress = Progress(stage_label(args.output_dir), state.max_steps, done=state.global_step)
+                self.losses, self.tokens = [], (time.monotonic(), 0.0)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if self.progress is None or "loss" not in logs:
+                return
+            self.losses.append(float(logs["loss"]))
+            shown = {"loss": f"loss {float(logs['loss']):.4g}"}
+            if "num_tokens" in logs:
+                now, seen = time.monotonic(), float(logs["num_tokens"])
+                then, before = self.tokens
+                if now > then and seen > before:
+                    shown["tok/s"] = f"{(seen - before) / (now - then):.0f} tok/s"
+                self.tokens = (now, seen)
+            self.progress.shown.update(shown)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(state.global_step - self.progress.done)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is None:
+                return
+            minutes = (time.monotonic() - self.progress.started) / 60
+            loss = f", loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}" if self.losses else ""
+            self.progress.close(f"{self.progress.label}: ran {state.global_step - self.progress.first} steps in "
+                                f"{minutes:.1f} min{loss}")
+            self.progress = None
+
+    return TrainingProgress()
 
 
 def trainer_kwargs(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, seed: int, phase: str = "") -> dict:
@@ -199,14 +253,19 @@ def resume_point(trainer_dir: Path) -> Path | None:
 def fit(trainer) -> float:
     """trainer.train(), resumed from the last complete checkpoint in its output_dir if an earlier
     attempt of this same stage version left one. Returns the global step resumed from (0: fresh)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    # Its one dict per logged step is what the progress line replaces (the values go to MLflow).
+    trainer.remove_callback(PrinterCallback)
     ckpt = resume_point(Path(trainer.args.output_dir))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     return float(_step(ckpt)) if ckpt else 0.0
 
 
 def callbacks() -> list:
-    """Callbacks every trainer gets: the non-finite guard, the checkpoint marker and the MLflow stream."""
-    return [guard_callback(), checkpoint_callback(), stream_callback()]
+    """Callbacks every trainer gets: the non-finite guard, the checkpoint marker, the MLflow stream
+    and the progress line."""
+    return [guard_callback(), checkpoint_callback(), stream_callback(), progress_callback()]
 
 
 def peft_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM"):

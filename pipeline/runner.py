@@ -316,6 +316,22 @@ def _link(it: Iteration, name: str, record: Record, reused: bool) -> None:
     these tags, and a reused stage links its original MLflow run instead of making a new one."""
     tracking.set_tags(it.parent_run_id, {f"stage.{name}.run_id": record.run_id, f"stage.{name}.version_key": record.key,
                                          f"stage.{name}.reused": str(reused).lower()})
+    log.info(_outcome(name, record, reused))
+
+
+# The numbers a stage's one-line outcome names, when it has them.
+OUTCOME_METRICS = ("train_loss", "eval_loss", "rm_pair_accuracy", "heldout_accuracy_delta", "math_accuracy",
+                   "refusal_rate", "over_refusal_rate", "win_rate_vs_input")
+
+
+def _outcome(name: str, record: Record, reused: bool) -> str:
+    """One line per stage for the run's log (Prefect UI and terminal): reused from which run, or
+    how long it ran and what it scored."""
+    if reused:
+        return f"{name}: reused (version {record.key[:12]}, MLflow run {record.run_id}), not recomputed"
+    shown = ", ".join(f"{k} {record.metrics[k]:.4g}" for k in OUTCOME_METRICS if k in record.metrics)
+    minutes = record.metrics.get("compute_s", 0.0) / 60
+    return f"{name}: ran in {minutes:.1f} min" + (f"; {shown}" if shown else "")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:

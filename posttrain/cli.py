@@ -51,6 +51,12 @@ def _apply_offline(params) -> None:
 
 
 def _prepare(args) -> None:
+    # Our pipeline's log lines (one per stage: reused, or ran and scored) go where Prefect's own go:
+    # the terminal and the run's logs in the Prefect UI (Prefect's extra loggers).
+    import logging
+
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
+    logging.getLogger("pipeline").setLevel(logging.INFO)
     from posttrain import errors
 
     if args.command in ("run", "rerun", "stage"):
@@ -123,7 +129,19 @@ def _run_flow(call, args) -> int:
         return 1
     if records:  # empty on the non-main processes of a distributed stage: one table, from rank 0
         _table(records)
+        _summary(records[0]["iteration"])
     return 0
+
+
+def _summary(iteration: str) -> None:
+    """Under the table: the iteration, its gate verdicts and where the champion alias points."""
+    from mlflow import MlflowClient
+
+    from posttrain.report import header
+
+    client = MlflowClient()
+    lines = [line for line in header(client, client.get_run(iteration)) if line.startswith(("- gates", "- champion"))]
+    print(f"iteration {iteration}\n" + "\n".join(lines) + f"\nreport card: posttrain report {iteration}")
 
 
 def _load(args):

@@ -172,14 +172,14 @@ def respond(cfg: EvaluateConfig, model_cfg: ModelConfig, policy, tok, n: dict[st
     problems = humaneval.load_problems(n["code"]) if n["code"] else []
     if_rows = ifeval.load_prompts(n["ifeval"]) if n["ifeval"] else []
 
-    def gen(prompts, max_new):
-        return generate(policy, tok, prompts, max_new, cfg.batch_size) if prompts else []
+    def gen(suite, prompts, max_new):
+        return generate(policy, tok, prompts, max_new, cfg.batch_size, label=f"evaluate: {suite}") if prompts else []
 
-    math_out = gen([r["prompt"] for r in math_rows], cfg.max_new_tokens)
-    harm_out = gen([r["prompt"] for r in harmful], cfg.safety_max_new_tokens)
-    benign_out = gen([r["prompt"] for r in benign], cfg.safety_max_new_tokens)
-    code_out = gen([humaneval.chat_prompt(p) for p in problems], cfg.code_max_new_tokens)
-    if_out = gen([ifeval.chat_prompt(r) for r in if_rows], cfg.ifeval_max_new_tokens)
+    math_out = gen("math", [r["prompt"] for r in math_rows], cfg.max_new_tokens)
+    harm_out = gen("harmful", [r["prompt"] for r in harmful], cfg.safety_max_new_tokens)
+    benign_out = gen("benign", [r["prompt"] for r in benign], cfg.safety_max_new_tokens)
+    code_out = gen("code", [humaneval.chat_prompt(p) for p in problems], cfg.code_max_new_tokens)
+    if_out = gen("ifeval", [ifeval.chat_prompt(r) for r in if_rows], cfg.ifeval_max_new_tokens)
     syco_ll = sycophancy.choose(policy, tok, [s["prompt"] for s in syco_shown], cfg.batch_size) if syco_shown else []
 
     judged = [verdict(t, r["answer"], prompt=prompt_text(r["prompt"])) for t, r in zip(math_out, math_rows)]

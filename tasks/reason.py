@@ -115,7 +115,7 @@ def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str,
     correct (1.0; code: every test passes, ifeval: every instruction followed), overall and per
     verifier, plus the mean reward (partial credit). A code reply the sandbox could not run is
     left out of both and counted (prefix + _infra_errors). replies_out receives the replies."""
-    replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, EVAL_BATCH)
+    replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, EVAL_BATCH, label=f"reason: {prefix}")
     if replies_out is not None:
         replies_out.extend(replies)
     rewards = verifiers.rewards(replies, list(rows["answer"]), list(rows["verifier"]))

@@ -26,6 +26,19 @@ def test_table_printed(tiny_ws):
     assert f"iteration {it}" in proc.stdout
 
 
+def test_terminal_shows_progress_outcomes_and_the_summary(tiny_ws):
+    """stderr: a progress line per training run and one outcome line per stage (also the Prefect
+    run's log); stdout: the table and the summary, no trainer chatter."""
+    _, proc, it = tiny_ws
+    assert "sft: ran 4 steps in" in proc.stderr and "safety/sft: ran 2 steps in" in proc.stderr, proc.stderr[-3000:]
+    for node in ("sft", "evaluate.base", "evaluate.final"):
+        assert f"pipeline.runner - {node}: ran in " in proc.stderr
+    assert "{'loss'" not in proc.stdout + proc.stderr
+    tail = proc.stdout.strip().splitlines()[-4:]
+    assert tail[0] == f"iteration {it}" and tail[1].startswith("- gates: sft passed, align passed")
+    assert tail[2] == "- champion: posttrain/" + tail[2].split("/")[1] and "from this iteration" in tail[2]
+
+
 def test_mlflow_parent_children_and_model_versions(tiny_ws):
     ws, _, it = tiny_ws
     client = mlflow_client(ws)

@@ -1,0 +1,62 @@
+"""Progress of the long steps (training, generation) on stderr: a tqdm bar on a terminal, and
+otherwise (logs, CI, Prefect workers) one plain line every EVERY_S seconds and at the end, so a
+10-minute stage is never silent and stdout keeps only the results.
+
+    sft: step 12/60 (20%) · loss 1.234 · 850 tok/s · 1m05s elapsed · ETA 4m20s
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+EVERY_S = 30.0  # seconds between plain lines when stderr is not a terminal
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """`update(n, **shown)` after each unit of work; `close()` prints the final line."""
+
+    def __init__(self, label: str, total: int, unit: str = "step", done: int = 0, stream=None):
+        self.label, self.total, self.unit, self.done = label, max(int(total), 0), unit, done
+        self.stream = stream or sys.stderr
+        self.started = self.last = time.monotonic()
+        self.first = done  # a resumed run's earlier steps do not count towards its rate
+        self.shown: dict[str, str] = {}
+        self.bar = None
+        if getattr(self.stream, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total or None, initial=done, desc=label, unit=unit, file=self.stream,
+                            dynamic_ncols=True, leave=False)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        parts = [f"{self.label}: {self.unit} {self.done}/{self.total or '?'}{pct}", *self.shown.values(),
+                 f"{_span(elapsed)} elapsed"]
+        rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
+        if self.total and rate > 0 and self.done < self.total:
+            parts.append(f"ETA {_span((self.total - self.done) / rate)}")
+        return " · ".join(parts)
+
+    def update(self, n: int = 1, **shown: str) -> None:
+        self.done += n
+        self.shown.update({k: str(v) for k, v in shown.items()})
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix_str(" · ".join(self.shown.values()), refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last >= EVERY_S:
+            self.last = now
+            print(self.line(), file=self.stream, flush=True)
+
+    def close(self, final: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        print(final or self.line(), file=self.stream, flush=True)
