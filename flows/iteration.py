@@ -12,17 +12,33 @@ also works across flow runs, so a retried or new run reuses every completed stag
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
+import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from pipeline import dag, gating, iterations
+from pipeline import dag, gating, iterations, summary
 
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
 StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.sft",
                     "evaluate.align", "evaluate.reason", "evaluate.safety", "evaluate.final"]
+
+
+# The profiles of this checkout's params.yaml: the Prefect UI's form offers them as a choice.
+_PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text()) or {}
+Profile = Literal[tuple(["default", *(_PARAMS.get("profiles") or {})])]
+
+
+def _iteration_name() -> str:
+    return f"{flow_run.parameters.get('profile', 'default')}-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
+
+
+def _rerun_name() -> str:
+    return f"rerun-{flow_run.parameters.get('stage', '')}-{datetime.now(timezone.utc):%Y-%m-%d-%H%M%S}"
 
 
 def _flow_run_id() -> str:
@@ -37,6 +53,7 @@ open_iteration = task(name="open_iteration", **TASK)(iterations.open_iteration)
 open_rerun = task(name="open_rerun", **TASK)(iterations.open_rerun)
 recorded = task(name="recorded_outputs", **TASK)(iterations.recorded)
 close_iteration = task(name="close_iteration", **TASK)(iterations.close_iteration)
+publish = task(name="publish", **TASK)(summary.publish)
 gate = task(name="gate", **TASK)(gating.gate_final)
 NODE_TASKS = {node.name: task(name=node.name, **TASK)(node.fn) for node in dag.NODES}
 GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(gating.gate_stage) for name, spec in dag.STAGE_GATES.items()}
@@ -57,40 +74,57 @@ def _finish(it, records: dict) -> list[dict]:
     return [{"iteration": it.parent_run_id, **records[n].__dict__} for n in dag.ORDER if n in records and n != "base"]
 
 
-@flow(name="full-iteration")
-def full_iteration(profile: str = "default", overrides: list[str] | None = None, project: str = ".") -> list[dict]:
+@flow(name="full-iteration", flow_run_name=_iteration_name)
+def full_iteration(profile: Profile = "default", overrides: list[str] | None = None, project: str = ".") -> list[dict]:
     """Run every stage of one post-training iteration.
 
-    profile: a profile of params.yaml (default, tiny, ...); overrides: SECTION.KEY=VALUE strings;
-    project: the project directory holding params.yaml."""
+    Args:
+        profile: which profile of params.yaml: default (SmolLM2-135M on CPU), tiny (a random micro-model, seconds per
+            stage) or a GPU-cluster profile.
+        overrides: settings on top of the profile, each SECTION.KEY=VALUE, e.g. sft.learning_rate=1e-4.
+        project: the project directory holding params.yaml, on the machine that runs the flow.
+    """
     it = open_iteration(project, profile, list(overrides or []), _flow_run_id(), flow_run_name=_flow_run_name())
+    records: dict = {}
     try:
-        records = _run_nodes(it, {}, list(dag.ORDER))
+        _run_nodes(it, records, list(dag.ORDER))
         table = _finish(it, records)
     except BaseException as err:
         close_iteration(it, "FAILED", err)
+        publish(it, records, "FAILED", err)
         err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
+    publish(it, records, "FINISHED")
     return table
 
 
-@flow(name="rerun-stage")
+@flow(name="rerun-stage", flow_run_name=_rerun_name)
 def rerun_stage(iteration: str, stage: StageName, downstream: bool = False, overrides: list[str] | None = None,
                 project: str = ".") -> list[dict]:
-    """Re-run one stage of a recorded iteration (its MLflow parent run id) on that iteration's
-    recorded upstream outputs; with downstream=True also every stage that depends on it.
-    Upstream stage bodies are not executed."""
+    """Re-run one stage of a recorded iteration on that iteration's recorded upstream outputs
+    (upstream stage bodies are not executed).
+
+    Args:
+        iteration: the iteration: its MLflow parent run id, Prefect flow-run id or flow-run name.
+        stage: the stage (or evaluation) to run again.
+        downstream: also re-run every stage that depends on it, through the final gate.
+        overrides: settings on top of the iteration's recorded ones, each SECTION.KEY=VALUE.
+        project: the project directory holding params.yaml, on the machine that runs the flow.
+    """
     it = open_rerun(project, iteration, stage, list(overrides or []), _flow_run_id(), _flow_run_name())
+    records: dict = {}
     try:
-        records = recorded(it, iteration, stage, downstream)
+        records.update(recorded(it, iteration, stage, downstream))
         names = dag.downstream_of(stage) if downstream else [stage]
-        records = _run_nodes(it, records, names)
+        _run_nodes(it, records, names)
         table = _finish(it, records) if "evaluate.final" in names else \
             [{"iteration": it.parent_run_id, **records[n].__dict__} for n in names]
     except BaseException as err:
         close_iteration(it, "FAILED", err)
+        publish(it, records, "FAILED", err)
         err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
+    publish(it, records, "FINISHED")
     return table

@@ -155,3 +155,31 @@ def test_mlflow_ui_names_runs_by_node_and_describes_the_iteration(tiny_ws):
     assert "**FINISHED**" in tags["mlflow.note.content"] and f"posttrain report {it}" in tags["mlflow.note.content"]
     names = {c.info.run_name for c in children(client, it)}
     assert {"sft", "reward_model", "evaluate.base", "evaluate.sft", "evaluate.final"} <= names, names
+
+
+ARTIFACT = """
+import asyncio, json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+async def main():
+    async with get_client() as c:
+        run = await c.read_flow_run(sys.argv[1])
+        arts = await c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sys.argv[2:])))
+        print(json.dumps({"name": run.name, "artifacts": {a.key: a.data for a in arts}}))
+asyncio.run(main())
+"""
+
+
+def test_prefect_run_is_named_and_carries_the_iteration_card(tiny_ws):
+    """What the Prefect UI shows for an iteration: a run named by profile and date, a markdown
+    artifact with every node (ran / reused), the gates and a link to the MLflow parent run."""
+    ws, _, it = tiny_ws
+    flow_run_id = mlflow_client(ws).get_run(it).data.tags["prefect_flow_run_id"]
+    out = subprocess.run([sys.executable, "-c", ARTIFACT, flow_run_id, f"iteration-{it}", f"mlflow-{it}"], cwd=ws,
+                         env=workspace_env(ws), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["name"].startswith("tiny-20")
+    card = found["artifacts"][f"iteration-{it}"]
+    assert f"/runs/{it})" in card and "| sft | ran |" in card and "| final | passed |" in card
+    assert found["artifacts"][f"mlflow-{it}"].endswith(f"/runs/{it})")
