@@ -171,7 +171,8 @@ def test_a_reruns_damaged_recorded_input_fails_naming_stage_file_and_fix(tmp_pat
     curate = sft.parents[1] / "curate" / ("ef" * 10)
     curate.mkdir(parents=True)
     mark_complete(curate, {"stage": "curate", "key": "ef" * 32, "out": str(curate), "run_id": "r0", "metrics": {}})
-    tags = {"stage.curate.version_key": "ef" * 32, "stage.sft.version_key": KEY}
+    tags = {"stage.curate.version_key": "ef" * 32, "stage.sft.version_key": KEY, "kind": "iteration"}
+    old = "0" * 32  # the recorded iteration's parent run id
 
     class Client:
         def get_run(self, run_id):
@@ -181,14 +182,14 @@ def test_a_reruns_damaged_recorded_input_fails_naming_stage_file_and_fix(tmp_pat
     monkeypatch.setattr(tracking, "configure", lambda runs: None)
     monkeypatch.setattr(stages, "base_model", lambda it: Record("base", "b", "b", "", {}))
     it = runner.Iteration(str(project), "tiny", (), "parent", "", "sha", None)
-    assert set(iterations.recorded(it, "old", "reward_model", False, link=False)) == {"curate", "base", "sft"}
+    assert set(iterations.recorded(it, old, "reward_model", False, link=False)) == {"curate", "base", "sft"}
 
     _flip(sft / "model" / "model.safetensors", 10)
     with pytest.raises(runner.StageFailed) as err:
-        iterations.recorded(it, "old", "reward_model", False, link=False)
+        iterations.recorded(it, old, "reward_model", False, link=False)
     assert err.value.stage == "sft"
     assert "model/model.safetensors: sha256" in err.value.reason
-    assert err.value.reason.endswith("rebuild it: posttrain rerun sft --iteration old")
+    assert err.value.reason.endswith(f"rebuild it: posttrain rerun sft --iteration {old}")
     assert "\n" not in str(err.value)
     assert is_complete(sft)  # read only: the rerun of sft moves it aside
 
