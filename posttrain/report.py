@@ -101,7 +101,7 @@ def _champion(client, parent) -> str:
     except MlflowException:
         return "none yet"
     version, owner = model.tags.get("champion.version", "?"), model.tags.get("champion.iteration", "")
-    return f"{name}/{version}, " + ("from this iteration" if owner == parent.info.run_id else f"from iteration {owner}")
+    return f"{name}/{version}, " + ("from this iteration" if owner == parent.info.run_id else f"set by parent run {owner}")
 
 
 def header(client, parent) -> list[str]:
