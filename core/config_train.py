@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config_base import _c, _r
+from core.config_base import ConfigError, _c, _r
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,17 @@ class ReasonConfig(TrainConfig):
     #: signature (completions, **dataset columns) -> one float or None per completion. Each module's source is part of
     #: the stage's version key; the reason gate's monitors stop a reward the policy learns to game. Empty = none.
     extra_rewards: str = ""
+
+    def __post_init__(self):
+        for module, name in self.extra_reward_refs():
+            if not module or not name:
+                raise ConfigError(f"reason.extra_rewards={self.extra_rewards!r}: write each reward as "
+                                  f"package.module:function, comma-separated")
+
+    def extra_reward_refs(self) -> tuple[tuple[str, str], ...]:
+        """(module, function) of each `extra_rewards` entry."""
+        return tuple(tuple(p.strip() for p in ref.partition(":")[::2])
+                     for ref in self.extra_rewards.split(",") if ref.strip())
     # vLLM rollouts
     #: generate the rollouts with vLLM (TRL GRPOConfig.use_vllm); GPU profiles only, vLLM is not installed on CPU
     #: machines.

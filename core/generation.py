@@ -28,10 +28,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
             new = gen[:, enc["input_ids"].shape[1]:]
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
             progress.update(len(new))
-    if len(texts) > batch_size:  # one batch is quick; a long suite says when it is done
-        progress.close()
-    elif progress.bar is not None:
-        progress.bar.close()
+    progress.close(announce=len(texts) > batch_size)  # one batch is quick; a long suite says when it is done
     return outputs
 
 

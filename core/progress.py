@@ -56,7 +56,9 @@ class Progress:
             self.last = now
             print(self.line(), file=self.stream, flush=True)
 
-    def close(self, final: str | None = None) -> None:
+    def close(self, final: str | None = None, announce: bool = True) -> None:
+        """End the bar; print `final` (default: the progress line) unless announce is False."""
         if self.bar is not None:
             self.bar.close()
-        print(final or self.line(), file=self.stream, flush=True)
+        if announce:
+            print(final or self.line(), file=self.stream, flush=True)

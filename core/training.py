@@ -120,7 +120,8 @@ def progress_callback():
     from core.progress import Progress
 
     class TrainingProgress(TrainerCallback):
-        progress, losses, tokens = None, [], (0.0, 0.0)
+        def __init__(self):
+            self.progress, self.losses, self.tokens = None, [], (0.0, 0.0)
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:

@@ -26,13 +26,13 @@ set to null is removed. Its version reads `<base version>+<own version>`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from evaluations import monitors
+from evaluations.monitors import finite
 from evaluations.paired import PREFIX as PAIRED
 from evaluations.paired import sign_test_p
 
@@ -77,10 +77,10 @@ def _check_regression_spec(path, gate: str, section) -> None:
     if unknown:
         raise ValueError(f"{where} has unknown key(s) {sorted(unknown)}; valid: limit, metrics, alpha")
     alpha = section.get("alpha", 1.0)
-    if not _finite(alpha) or isinstance(alpha, bool) or not 0 < alpha <= 1:
+    if not finite(alpha) or not 0 < alpha <= 1:
         raise ValueError(f"{where}: alpha must be a significance level in (0, 1], got {alpha!r}")
     limit = section.get("limit", DEFAULT_REGRESSION_LIMIT)
-    if not _finite(limit) or isinstance(limit, bool) or limit < 0:
+    if not finite(limit) or limit < 0:
         raise ValueError(f"{where}: limit must be a number >= 0, got {limit!r}")
     bad = {m: d for m, d in section["metrics"].items() if d not in DIRECTIONS}
     if bad:
@@ -142,15 +142,11 @@ def load(path: Path) -> dict:
     return spec
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def relative_regression(value: float, base: float, direction: str) -> float:
     """How much worse `value` is than `base` (relative; absolute when base is 0). NaN if either is."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if not (_finite(value) and _finite(base)):
+    if not (finite(value) and finite(base)):
         return float("nan")
     worse_by = base - value if direction == "higher_is_better" else value - base
     return worse_by if base == 0 else worse_by / abs(base)
@@ -160,7 +156,7 @@ def _churn(metrics: dict[str, float], metric: str, alpha: float) -> tuple[bool, 
     """Whether a regression beyond the limit is indistinguishable from churn: the paired sign
     test's p_worse >= alpha (recomputed from the counts)."""
     worse, better = (metrics.get(f"{PAIRED}{metric}.{k}", float("nan")) for k in ("worse", "better"))
-    if not (_finite(worse) and _finite(better)):
+    if not (finite(worse) and finite(better)):
         return False, f"no paired item counts ({PAIRED}{metric}.worse/.better) to tell churn from a drop"
     p = sign_test_p(int(worse), int(better))
     return p >= alpha, f"{int(worse)} items worse, {int(better)} better: sign-test p = {p:.3g} vs alpha {alpha:g}"
@@ -178,8 +174,8 @@ def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, f
             for metric, direction in (section.get("metrics") or {}).items():
                 now, then = metrics.get(metric, float("nan")), base.get(metric, float("nan"))
                 value = relative_regression(now, then, direction)
-                passed, note = _finite(value) and value <= limit, ""
-                if _finite(value) and not passed:
+                passed, note = finite(value) and value <= limit, ""
+                if finite(value) and not passed:
                     passed, note = _churn(metrics, metric, alpha)
                 checks.append(Check(gate, metric, kind, limit, float(value), bool(passed), note))
             continue
@@ -191,7 +187,7 @@ def evaluate(spec: dict, gate: str, metrics: dict[str, float], base: dict[str, f
         for metric, threshold in (spec[gate].get(kind) or {}).items():
             value = metrics.get(metric, float("nan"))
             if kind.endswith("delta"):
-                value = value - base.get(metric, float("nan")) if _finite(value) else float("nan")
-            ok = _finite(value) and (value >= threshold if kind in ("floors", "min_delta") else value <= threshold)
+                value = value - base.get(metric, float("nan")) if finite(value) else float("nan")
+            ok = finite(value) and (value >= threshold if kind in ("floors", "min_delta") else value <= threshold)
             checks.append(Check(gate, metric, kind, float(threshold), float(value), bool(ok)))
     return checks

@@ -34,7 +34,8 @@ FIELDS = {"reward_hacking": {"score", "verified", "alpha"}, "ratio": {"metric", 
 STAGE_PREFIX = "stage."  # a gated stage's own training metrics, next to its boundary evaluation's
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -48,13 +49,13 @@ def check_spec(where: str, name: str, spec) -> None:
         raise ValueError(f"{where}: monitor '{name}' ({spec['type']}) takes {sorted(FIELDS[spec['type']])} "
                          f"(and `protects`), got {sorted(given)}")
     for key in ("limit", "alpha", "min_change"):
-        if key in spec and not _finite(spec[key]):
+        if key in spec and not finite(spec[key]):
             raise ValueError(f"{where}: monitor '{name}': {key} must be a number, got {spec[key]!r}")
 
 
 def _counts(metrics: dict, metric: str) -> tuple[int, int] | None:
     better, worse = (metrics.get(f"{PAIRED}{metric}.{k}") for k in ("better", "worse"))
-    return (int(better), int(worse)) if _finite(better) and _finite(worse) else None
+    return (int(better), int(worse)) if finite(better) and finite(worse) else None
 
 
 def _reward_hacking(spec: dict, metrics: dict, base: dict) -> tuple[float, float, bool, str]:
@@ -74,7 +75,7 @@ def _reward_hacking(spec: dict, metrics: dict, base: dict) -> tuple[float, float
 def _ratio(spec: dict, metrics: dict, base: dict) -> tuple[float, float, bool, str]:
     metric, limit, min_change = spec["metric"], float(spec["limit"]), float(spec.get("min_change", 0.0))
     now, then = metrics.get(metric, math.nan), base.get(metric, math.nan)
-    if not (_finite(now) and _finite(then)) or then < 0 or now < 0:
+    if not (finite(now) and finite(then)) or then < 0 or now < 0:
         return math.nan, limit, False, f"{metric} = {now!r} vs input {then!r}: needs both, >= 0"
     ratio = now / then if then else (math.inf if now else 1.0)
     ok = ratio <= limit or now - then <= min_change
@@ -84,7 +85,7 @@ def _ratio(spec: dict, metrics: dict, base: dict) -> tuple[float, float, bool, s
 def _relative_drop(spec: dict, metrics: dict, base: dict) -> tuple[float, float, bool, str]:
     metric, limit = spec["metric"], float(spec["limit"])
     now, then = metrics.get(metric, math.nan), base.get(metric, math.nan)
-    if not (_finite(now) and _finite(then)) or then < 0:
+    if not (finite(now) and finite(then)) or then < 0:
         return math.nan, limit, False, f"{metric} = {now!r} vs input {then!r}: needs both, input >= 0"
     drop = (then - now) / then if then else 0.0  # nothing to lose
     return drop, limit, drop <= limit, f"{metric} {then:.4g} -> {now:.4g} ({drop:+.1%} drop)"
@@ -93,7 +94,7 @@ def _relative_drop(spec: dict, metrics: dict, base: dict) -> tuple[float, float,
 def _ceiling(spec: dict, metrics: dict, base: dict) -> tuple[float, float, bool, str]:
     metric, limit = spec["metric"], float(spec["limit"])
     value = metrics.get(metric, math.nan)
-    if not _finite(value):
+    if not finite(value):
         return math.nan, limit, False, f"{metric} missing or not finite ({value!r})"
     return float(value), limit, value <= limit, f"{metric} = {value:.4g}"
 

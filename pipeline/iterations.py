@@ -121,18 +121,36 @@ def failed_at(err: BaseException) -> str:
     return f"gate.{gate}" if gate else ""
 
 
+def failure(err: BaseException) -> str:
+    """Why it failed, in one line (a stage's reason, or every line of a gate's checks joined)."""
+    if isinstance(err, StageFailed):
+        return err.reason
+    return " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
+
+
+def rerun_command(err: BaseException, iteration: str) -> str | None:
+    """The command that goes on from the failure: rerun the failed stage (for a gate, the stage it
+    gates; for the final gate, the last stage) and everything after it. None: not at a node."""
+    where = failed_at(err).removeprefix("gate.")
+    if not where:
+        return None
+    stage = "safety" if where == "final" else where
+    return f"posttrain rerun {stage} --iteration {iteration} --downstream"
+
+
 def close_iteration(it: Iteration, status: str, error: BaseException | None = None) -> None:
-    """End the parent run; a failed one records where (`failed_at`) and why (`failure`, one line)."""
+    """End the parent run; a failed one records where (`failed_at`) and why (`failure`, one line).
+    Its MLflow description (`mlflow.note.content`) says how it ended and what to run next."""
     tracking.configure(it.layout().runs)
     note = f"**{status}** · profile `{it.profile}` · git `{it.git_sha[:12]}`"
+    tags = {}
     if error is not None:
-        lines = [line.strip() for line in str(error).strip().splitlines()]
-        reason = error.reason if isinstance(error, StageFailed) else " ".join(lines) or type(error).__name__
-        tracking.set_tags(it.parent_run_id, {"failed_at": failed_at(error), "failure": reason[:500]})
-        note += (f"\n\nStopped at **{failed_at(error) or 'an error'}**: {reason[:500]}\n\nGo on from there: "
-                 f"`posttrain rerun {failed_at(error).removeprefix('gate.') or 'STAGE'} --iteration {it.parent_run_id} "
-                 f"--downstream`")
-    # The parent run's description in the MLflow UI; `posttrain report` writes the full card.
-    tracking.set_tags(it.parent_run_id, {"mlflow.note.content": note + f"\n\nReport card: `posttrain report "
-                                                                      f"{it.parent_run_id}`"})
+        why = failure(error)[:500]
+        tags = {"failed_at": failed_at(error), "failure": why}
+        note += f"\n\nStopped at **{failed_at(error) or 'an error'}**: {why}"
+        command = rerun_command(error, it.parent_run_id)
+        if command:
+            note += f"\n\nGo on from there: `{command}`"
+    tags["mlflow.note.content"] = note + f"\n\nReport card: `posttrain report {it.parent_run_id}`"
+    tracking.set_tags(it.parent_run_id, tags)
     tracking.end_run(it.parent_run_id, status)

@@ -137,7 +137,7 @@ def reason(it: Iteration, align_rec: Record, data: Record) -> Record:
     from tasks import reason as task
 
     # An extra reward is code the config names by import path: its source keys the stage like ours.
-    modules = {ref.partition(":")[0].strip() for ref in it.params.reason.extra_rewards.split(",") if ref.strip()}
+    modules = {module for module, _ in it.params.reason.extra_reward_refs()}
     code = {}
     for m in sorted(modules):
         try:

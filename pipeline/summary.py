@@ -59,13 +59,11 @@ def publish(it: Iteration, records: dict, status: str, error: BaseException | No
     """The iteration's markdown and link artifacts on the current Prefect flow run."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    from pipeline.iterations import failed_at
+    from pipeline.iterations import failed_at, failure
 
-    failure = ""
-    if error is not None:
-        failure = f"{failed_at(error) or 'an error'}: {getattr(error, 'reason', None) or str(error).splitlines()[0]}"
+    stopped = f"{failed_at(error) or 'an error'}: {failure(error)}" if error is not None else ""
     shown = [r for name, r in records.items() if name != "base"]
     key = f"iteration-{it.parent_run_id}"
-    create_markdown_artifact(markdown(it, shown, status, failure), key=key, description=f"iteration {status}")
+    create_markdown_artifact(markdown(it, shown, status, stopped), key=key, description=f"iteration {status}")
     create_link_artifact(mlflow_url(it), link_text=f"MLflow run {it.parent_run_id}", key=f"mlflow-{it.parent_run_id}",
                          description="the iteration's MLflow parent run")

@@ -86,17 +86,15 @@ def _table(records: list[dict]) -> None:
 
 def _next_steps(err: BaseException) -> str:
     """The failure summary's last lines: the iteration and the command that goes on from the failure."""
-    from pipeline.iterations import failed_at
+    from pipeline.iterations import rerun_command
 
     iteration = getattr(err, "iteration", "")
     if not iteration:
         return ""
-    where = failed_at(err).removeprefix("gate.")
-    stage = "safety" if where == "final" else where
     lines = [f"iteration {iteration}{_flow_run_name(iteration)}"]
-    if stage:
-        lines.append(f"next: fix the cause, then go on from there: posttrain rerun {stage} --iteration {iteration} "
-                     f"--downstream [--set SECTION.KEY=VALUE ...]")
+    command = rerun_command(err, iteration)
+    if command:
+        lines.append(f"next: fix the cause, then go on from there: {command} [--set SECTION.KEY=VALUE ...]")
     lines.append(f"inspect: posttrain report {iteration}")
     return "\n" + "\n".join(lines)
 
@@ -107,7 +105,7 @@ def _flow_run_name(iteration: str) -> str:
 
     try:
         name = MlflowClient().get_run(iteration).data.tags.get("prefect_flow_run_name", "")
-    except MlflowException:
+    except MlflowException:  # a store that fails now must not hide the failure being reported
         return ""
     return f" (Prefect flow run '{name}')" if name else ""
 

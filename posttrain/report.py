@@ -131,7 +131,7 @@ def missing(parent, runs: dict) -> list[str]:
         why = "not recorded (the iteration is still running, or was killed)"
     here = t.get("failed_at", "")
     return [f"- {n}: FAILED here: {t.get('failure', '')}" if n == here else f"- {n}: {why}"
-            for n in ORDER if n not in ("base",) and n not in runs]
+            for n in ORDER if n != "base" and n not in runs]
 
 
 def report(iteration: str, out: Path) -> tuple[str, list[Path]]:

@@ -27,15 +27,11 @@ def _history(client, run, key: str) -> tuple[list[int], list[float]]:
 
 def monitor_verdict(client, iteration: str | None, gate: str, monitor: str) -> str:
     """One line: what the `gate`'s `monitor` decided for this iteration (gates/gate.<gate>.json)."""
-    from mlflow.exceptions import MlflowException
-
-    if iteration is None:
-        return f"{gate} gate: not recorded"
+    path = f"gates/gate.{gate}.json"
+    if iteration is None or path not in {a.path for a in client.list_artifacts(iteration, "gates")}:
+        return f"{gate} gate: not run"
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            checks = json.loads(Path(client.download_artifacts(iteration, f"gates/gate.{gate}.json", tmp)).read_text())
-        except (OSError, MlflowException):
-            return f"{gate} gate: not run"
+        checks = json.loads(Path(client.download_artifacts(iteration, path, tmp)).read_text())
     found = [c for c in checks if c["kind"] == "monitors" and c["metric"] == monitor]
     if not found:
         return f"{gate} gate: no {monitor} monitor"

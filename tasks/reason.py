@@ -97,14 +97,13 @@ def _rows(cfg: ReasonConfig, data: Path):
 
 
 def extra_reward_funcs(cfg: ReasonConfig) -> list:
-    """The functions `cfg.extra_rewards` names (comma-separated module:function)."""
+    """The functions `cfg.extra_rewards` names (module:function)."""
     funcs = []
-    for ref in filter(None, (r.strip() for r in cfg.extra_rewards.split(","))):
-        module, _, name = ref.partition(":")
-        func = getattr(importlib.import_module(module), name, None) if module and name else None
+    for module, name in cfg.extra_reward_refs():
+        func = getattr(importlib.import_module(module), name, None)
         if not callable(func):
-            raise ValueError(f"reason.extra_rewards: {ref!r} is not an importable module:function; write it as "
-                             f"`package.module:function` (a TRL reward function)")
+            raise ValueError(f"reason.extra_rewards: {module} has no function {name!r}; name a TRL reward function "
+                             f"as package.module:function")
         funcs.append(func)
     return funcs
 
