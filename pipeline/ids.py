@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 
 LIST_ITERATIONS = "list iterations with `posttrain runs`"
+# The parent run of a flow ("iteration") and of `posttrain stage NAME` on its own ("stage") both
+# record stage outputs as tags; reruns, verify, lineage and the report read either.
+PARENT_KINDS = ("iteration", "stage")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -43,7 +46,7 @@ def iteration(client, given: str) -> str:
             run = None
         if run is not None:
             tags = run.data.tags
-            if tags.get("kind") == "iteration":
+            if tags.get("kind") in PARENT_KINDS:
                 return given
             parent = tags.get("mlflow.parentRunId")
             if parent:

@@ -100,7 +100,9 @@ def _champion(client, parent) -> str:
         model = client.get_registered_model(name)
     except MlflowException:
         return "none yet"
-    version, owner = model.tags.get("champion.version", "?"), model.tags.get("champion.iteration", "")
+    version, owner = model.tags.get("champion.version"), model.tags.get("champion.iteration", "")
+    if not version:
+        return f"none yet ({name} has versions; a final gate that passes sets the alias)"
     return f"{name}/{version}, " + ("from this iteration" if owner == parent.info.run_id else f"set by parent run {owner}")
 
 

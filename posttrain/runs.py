@@ -25,8 +25,12 @@ def rows(client, limit: int = 50) -> list[dict]:
     exp = client.get_experiment_by_name("posttrain")
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], "tags.kind = 'iteration'", order_by=["attributes.start_time DESC"],
-                              max_results=limit)
+    from pipeline.ids import PARENT_KINDS
+
+    runs = [r for kind in PARENT_KINDS
+            for r in client.search_runs([exp.experiment_id], f"tags.kind = '{kind}'",
+                                        order_by=["attributes.start_time DESC"], max_results=limit)]
+    runs = sorted(runs, key=lambda r: r.info.start_time, reverse=True)[:limit]
     champions: set[str] = set()
     for name in {r.data.tags.get("pipeline", "posttrain") for r in runs}:
         try:
@@ -37,7 +41,8 @@ def rows(client, limit: int = 50) -> list[dict]:
     for r in runs:
         t = r.data.tags
         rerun = f"{t['rerun_stage']} of {t['rerun_of']}" if t.get("rerun_of") else ""
-        out.append({"iteration": r.info.run_id, "flow run": t.get("prefect_flow_run_name", ""),
+        out.append({"iteration": r.info.run_id,
+                    "flow run": t.get("prefect_flow_run_name") or ("" if t.get("kind") == "iteration" else "(posttrain stage)"),
                     "profile": t.get("profile", ""), "status": r.info.status,
                     "started (UTC)": datetime.fromtimestamp(r.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
                     "duration": _duration(r), "failed at": t.get("failed_at", ""),

@@ -370,8 +370,10 @@ def test_self_replay_keeps_the_input_checkpoints_boxed_answers(boxing_model, kee
             {"id": "c", "prompt": _user("Count sheep 20."), "answer": "7"}]
     records = safety.self_replay(boxing_model, TINY, rows, 24, keep)
     assert [r["reply"].strip() for r in records[:2]] == ["So it is \\boxed{7}."] * 2
-    assert [r["correct"] for r in records] == [True, False, True] and all(r["formatted"] for r in records)
-    assert records[2]["repeated_trigrams"] > safety.MAX_REPEATED_TRIGRAMS  # the loop is dropped, right or not
+    # A loop repeating its box is degenerate to the verifier: neither correct nor formatted.
+    assert [r["correct"] for r in records] == [True, False, False]
+    assert [r["formatted"] for r in records] == [True, True, False]
+    assert records[2]["repeated_trigrams"] > safety.MAX_REPEATED_TRIGRAMS  # and dropped by the trigram check too
     assert [r["kept"] for r in records] == kept
 
 
