@@ -1,6 +1,7 @@
 """Progress of the long steps (training, generation) on stderr: a tqdm bar on a terminal, and
 otherwise (logs, CI, Prefect workers) one plain line every EVERY_S seconds and at the end, so a
-10-minute stage is never silent and stdout keeps only the results.
+10-minute stage is never silent and stdout keeps only the results. Inside a Prefect task run the
+same line is also a progress artifact of that run (the Prefect UI's Artifacts tab).
 
     sft: step 12/60 (20%) · loss 1.234 · 850 tok/s · 1m05s elapsed · ETA 4m20s
 """
@@ -11,6 +12,31 @@ import sys
 import time
 
 EVERY_S = 30.0  # seconds between plain lines when stderr is not a terminal
+ARTIFACT_EVERY_S = 10.0  # seconds between updates of the Prefect progress artifact (one API call each)
+
+
+class _PrefectProgress:
+    """The same progress as a Prefect progress artifact on the task run it happens in, so the
+    Prefect UI shows how far a stage is; nothing outside a Prefect task run."""
+
+    def __init__(self, line: str, pct: float):
+        self.id, self.last = None, time.monotonic()
+        if "prefect" not in sys.modules:  # not under Prefect: don't import it just to find out
+            return
+        from prefect.artifacts import create_progress_artifact
+        from prefect.context import TaskRunContext
+
+        if TaskRunContext.get() is not None:
+            self.id = create_progress_artifact(pct, description=line)
+
+    def update(self, line: str, pct: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.id is None or (not force and now - self.last < ARTIFACT_EVERY_S):
+            return
+        from prefect.artifacts import update_progress_artifact
+
+        self.last = now
+        update_progress_artifact(self.id, pct, description=line)
 
 
 def _span(seconds: float) -> str:
@@ -28,11 +54,15 @@ class Progress:
         self.first = done  # a resumed run's earlier steps do not count towards its rate
         self.shown: dict[str, str] = {}
         self.bar = None
+        self.artifact = _PrefectProgress(self.line(), self.pct())
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total or None, initial=done, desc=label, unit=unit, file=self.stream,
                             dynamic_ncols=True, leave=False)
+
+    def pct(self) -> float:
+        return 100.0 * min(self.done, self.total) / self.total if self.total else 0.0
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -47,6 +77,7 @@ class Progress:
     def update(self, n: int = 1, **shown: str) -> None:
         self.done += n
         self.shown.update({k: str(v) for k, v in shown.items()})
+        self.artifact.update(self.line(), self.pct())
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix_str(" · ".join(self.shown.values()), refresh=False)
@@ -58,6 +89,7 @@ class Progress:
 
     def close(self, final: str | None = None, announce: bool = True) -> None:
         """End the bar; print `final` (default: the progress line) unless announce is False."""
+        self.artifact.update(final or self.line(), self.pct(), force=True)
         if self.bar is not None:
             self.bar.close()
         if announce:

@@ -251,13 +251,20 @@ def resume_point(trainer_dir: Path) -> Path | None:
     return last
 
 
+def quiet(trainer):
+    """The trainer without transformers' PrinterCallback: its dict per log call (training steps,
+    evaluate()) went to stdout, into the command's results; the progress line replaces it and the
+    values go to MLflow."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def fit(trainer) -> float:
     """trainer.train(), resumed from the last complete checkpoint in its output_dir if an earlier
     attempt of this same stage version left one. Returns the global step resumed from (0: fresh)."""
-    from transformers.trainer_callback import PrinterCallback
-
-    # Its one dict per logged step is what the progress line replaces (the values go to MLflow).
-    trainer.remove_callback(PrinterCallback)
+    quiet(trainer)
     ckpt = resume_point(Path(trainer.args.output_dir))
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     return float(_step(ckpt)) if ckpt else 0.0

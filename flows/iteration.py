@@ -7,7 +7,9 @@
 
 A failing task stops everything downstream and the flow run ends Failed naming the stage.
 Prefect's own result caching is off: stages are versioned by content (pipeline.runner), which
-also works across flow runs, so a retried or new run reuses every completed stage.
+also works across flow runs, so a retried or new run reuses every completed stage; such a stage's
+task run ends in a Completed state named Reused, which the Prefect UI shows as its own badge. Each
+iteration ends with its report card (pipeline.report) and its Prefect card (pipeline.summary).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
-from pipeline import dag, gating, iterations, summary
+from pipeline import dag, gating, iterations, report, summary
 
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retries=0)
 StageName = Literal["curate", "sft", "reward_model", "align", "reason", "safety", "evaluate.base", "evaluate.sft",
@@ -54,15 +57,46 @@ open_rerun = task(name="open_rerun", **TASK)(iterations.open_rerun)
 recorded = task(name="recorded_outputs", **TASK)(iterations.recorded)
 close_iteration = task(name="close_iteration", **TASK)(iterations.close_iteration)
 publish = task(name="publish", **TASK)(summary.publish)
+report_card = task(name="report_card", **TASK)(report.write_card)
 gate = task(name="gate", **TASK)(gating.gate_final)
-NODE_TASKS = {node.name: task(name=node.name, **TASK)(node.fn) for node in dag.NODES}
 GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(gating.gate_stage) for name, spec in dag.STAGE_GATES.items()}
+
+
+def _reused(record, why: str):
+    """A reused stage's task run ends in a state named Reused (type Completed), so the Prefect UI
+    tells it from one that computed; the message says where the output came from."""
+    return Completed(name="Reused", message=f"{why}: version {record.key[:12]}, MLflow run {record.run_id}",
+                     data=record)
+
+
+def _node_task(node):
+    def run(it, *inputs):
+        record = node.fn(it, *inputs)
+        return _reused(record, "an earlier run computed this version") if record.cached else record
+
+    run.__name__ = run.__qualname__ = node.fn.__name__
+    run.__doc__ = node.fn.__doc__
+    return task(name=node.name, **TASK)(run)
+
+
+NODE_TASKS = {node.name: _node_task(node) for node in dag.NODES}
+
+
+@task(**TASK)
+def reused(record, iteration: str):
+    """An upstream output a rerun takes from the iteration it reruns, shown as its own task run."""
+    return _reused(record, f"recorded by iteration {iteration}")
+
+
+def _call(t, *args, **kwargs):
+    """The task's result; a task that returned a named state (Reused) hands back that state's data."""
+    return t(*args, return_state=True, **kwargs).result()
 
 
 def _run_nodes(it, records: dict, names: list[str]) -> dict:
     for name in names:
         node = dag.NODE[name]
-        records[name] = NODE_TASKS[name](it, *[records[i] for i in node.inputs])
+        records[name] = _call(NODE_TASKS[name], it, *[records[i] for i in node.inputs])
         if name in dag.STAGE_GATES:  # a failed stage gate raises: nothing after it starts
             stage, *gate_inputs = dag.STAGE_GATES[name]
             GATE_TASKS[name](it, stage, *[records[i] for i in gate_inputs])
@@ -91,11 +125,11 @@ def full_iteration(profile: Profile = "default", overrides: list[str] | None = N
         table = _finish(it, records)
     except BaseException as err:
         close_iteration(it, "FAILED", err)
-        publish(it, records, "FAILED", err)
+        publish(it, records, "FAILED", err, report_card(it) if isinstance(err, Exception) else "")
         err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
-    publish(it, records, "FINISHED")
+    publish(it, records, "FINISHED", card=report_card(it))
     return table
 
 
@@ -116,15 +150,17 @@ def rerun_stage(iteration: str, stage: StageName, downstream: bool = False, over
     records: dict = {}
     try:
         records.update(recorded(it, iteration, stage, downstream))
+        for name in (n for n in dag.ORDER if n in records):
+            _call(reused.with_options(name=name, task_run_name=f"{name} (recorded)"), records[name], iteration)
         names = dag.downstream_of(stage) if downstream else [stage]
         _run_nodes(it, records, names)
         table = _finish(it, records) if "evaluate.final" in names else \
             [{"iteration": it.parent_run_id, **records[n].__dict__} for n in names]
     except BaseException as err:
         close_iteration(it, "FAILED", err)
-        publish(it, records, "FAILED", err)
+        publish(it, records, "FAILED", err, report_card(it) if isinstance(err, Exception) else "")
         err.iteration = it.parent_run_id  # the id the command's failure summary names
         raise
     close_iteration(it, "FINISHED")
-    publish(it, records, "FINISHED")
+    publish(it, records, "FINISHED", card=report_card(it))
     return table

@@ -151,6 +151,7 @@ def close_iteration(it: Iteration, status: str, error: BaseException | None = No
         command = rerun_command(error, it.parent_run_id)
         if command:
             note += f"\n\nGo on from there: `{command}`"
-    tags["mlflow.note.content"] = note + f"\n\nReport card: `posttrain report {it.parent_run_id}`"
+    tags["mlflow.note.content"] = note + (f"\n\nReport card: the artifacts under `report/` (written as the run "
+                                          f"ends; again with `posttrain report {it.parent_run_id}`)")
     tracking.set_tags(it.parent_run_id, tags)
     tracking.end_run(it.parent_run_id, status)

@@ -42,11 +42,17 @@ def _crash_prefect(flow_run_id: str, message: str) -> str:
     import asyncio
 
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
     async def go():
         async with get_client() as client:
-            run = await client.read_flow_run(flow_run_id)
+            try:
+                run = await client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                # Recorded on another Prefect API (a server since replaced, or the ephemeral one
+                # of another PREFECT_HOME): nothing here to mark; the MLflow side is fixed.
+                return "not on this Prefect API"
             if run.state is not None and not run.state.is_final():
                 await client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
                 return "Crashed"

@@ -40,10 +40,12 @@ def _gate_rows(it: Iteration) -> list[str]:
     return rows
 
 
-def markdown(it: Iteration, records: list, status: str, failure: str = "") -> str:
+def markdown(it: Iteration, records: list, status: str, failure: str = "", card: str = "") -> str:
     """The iteration's card for the Prefect UI: status, every stage (ran or reused), the gates."""
     lines = [f"# Iteration `{it.parent_run_id}` ({it.profile}): {status}", "",
              f"MLflow parent run: [{it.parent_run_id}]({mlflow_url(it)}) · git `{it.git_sha[:12]}`", ""]
+    if card:
+        lines += [f"Report card: `{card}` (also under `report/` in the MLflow run)", ""]
     if failure:
         lines += [f"**Stopped:** {failure}", ""]
     lines += ["| node | | MLflow run | model version |", "|---|---|---|---|"]
@@ -55,8 +57,9 @@ def markdown(it: Iteration, records: list, status: str, failure: str = "") -> st
     return "\n".join(lines)
 
 
-def publish(it: Iteration, records: dict, status: str, error: BaseException | None = None) -> None:
-    """The iteration's markdown and link artifacts on the current Prefect flow run."""
+def publish(it: Iteration, records: dict, status: str, error: BaseException | None = None, card: str = "") -> None:
+    """The iteration's markdown and link artifacts on the current Prefect flow run; `card`: the
+    path of its report card, when one was written."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
     from pipeline.iterations import failed_at, failure
@@ -64,6 +67,6 @@ def publish(it: Iteration, records: dict, status: str, error: BaseException | No
     stopped = f"{failed_at(error) or 'an error'}: {failure(error)}" if error is not None else ""
     shown = [r for name, r in records.items() if name != "base"]
     key = f"iteration-{it.parent_run_id}"
-    create_markdown_artifact(markdown(it, shown, status, stopped), key=key, description=f"iteration {status}")
+    create_markdown_artifact(markdown(it, shown, status, stopped, card), key=key, description=f"iteration {status}")
     create_link_artifact(mlflow_url(it), link_text=f"MLflow run {it.parent_run_id}", key=f"mlflow-{it.parent_run_id}",
                          description="the iteration's MLflow parent run")

@@ -127,19 +127,23 @@ def _run_flow(call, args) -> int:
         return 1
     if records:  # empty on the non-main processes of a distributed stage: one table, from rank 0
         _table(records)
-        _summary(records[0]["iteration"])
+        _summary(records[0]["iteration"], args.project)
     return 0
 
 
-def _summary(iteration: str) -> None:
-    """Under the table: the iteration, its gate verdicts and where the champion alias points."""
+def _summary(iteration: str, project: str) -> None:
+    """Under the table: the iteration, its gate verdicts, where the champion alias points and its
+    report card (written as the flow ended; `posttrain report` writes one for a standalone stage)."""
     from mlflow import MlflowClient
 
-    from posttrain.report import header
+    from core.paths import layout
+    from pipeline.report import card_dir, header
 
     client = MlflowClient()
     lines = [line for line in header(client, client.get_run(iteration)) if line.startswith(("- gates", "- champion"))]
-    print(f"iteration {iteration}\n" + "\n".join(lines) + f"\nreport card: posttrain report {iteration}")
+    card = card_dir(layout(project).runs, iteration) / "report.md"
+    shown = str(card) if card.exists() else f"posttrain report {iteration}"
+    print(f"iteration {iteration}\n" + "\n".join(lines) + f"\nreport card: {shown}")
 
 
 def _load(args):
@@ -223,14 +227,13 @@ def cmd_report(args) -> int:
 
     from core import tracking
     from core.paths import layout
-    from pipeline import ids
-    from posttrain import report
+    from pipeline import ids, report
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the report is the output
     lay = layout(args.project)
     tracking.configure(lay.runs)
     args.iteration = ids.iteration(MlflowClient(), args.iteration)
-    out = Path(args.out or lay.runs / "reports" / args.iteration)
+    out = Path(args.out or report.card_dir(lay.runs, args.iteration))
     text, plots = report.report(args.iteration, out)
     print(text)
     print(f"\nwrote {out / 'report.md'} and {len(plots)} plots; logged to MLflow run {args.iteration} under report/")

@@ -17,6 +17,15 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "bwrap is missing: code rewards and code evals will refuse to run. Install it: sudo apt-get install -y bubblewrap" >&2
   fi
 fi
+# Chromium and its driver: the UI tests drive the Prefect UI in a headless browser (selenium);
+# without them those tests are skipped with the command that installs them.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
+  else
+    echo "chromium/chromedriver are missing: the browser tests will be skipped. Install them: sudo apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
 PYTHON=${PYTHON:-python3.11}
 stamp=".venv/.installed-$(cat pyproject.toml constraints.txt requirements-data.txt requirements-sky.txt | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then

@@ -60,8 +60,8 @@ def train(cfg: SFTConfig, model_cfg: ModelConfig, *, model: str, dataset, out: P
     tok = training.load_tokenizer(model)
     policy = training.load_policy(model, model_cfg)
     before = training.snapshot(policy)
-    sft = trainer(cfg, model_cfg, policy=policy, tokenizer=tok, dataset=train_rows, out=out, seed=seed,
-                  eval_dataset=eval_rows, phase=phase)
+    sft = training.quiet(trainer(cfg, model_cfg, policy=policy, tokenizer=tok, dataset=train_rows, out=out, seed=seed,
+                                 eval_dataset=eval_rows, phase=phase))
     # Eval loss of the input checkpoint on the held-out rows: the baseline the trained one must beat.
     eval_before = sft.evaluate()["eval_loss"] if eval_rows is not None else None
     resumed = training.fit(sft)

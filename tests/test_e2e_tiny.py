@@ -115,6 +115,17 @@ def test_failed_gate_fails_flow_and_moves_nothing(tiny_ws):
     assert [c["metric"] for c in checks if not c["passed"]] == ["math_accuracy"]
 
 
+def test_every_iteration_ends_with_its_report_card(tiny_ws):
+    """Written by the flow as it ends, before anyone asks: on disk, in MLflow, named in the summary."""
+    ws, proc, it = tiny_ws
+    card = ws / "runs" / "reports" / it / "report.md"
+    assert f"report card: {card}" in proc.stdout
+    text = card.read_text()
+    assert text.startswith(f"# Iteration {it}") and "- gates: sft passed" in text and "![" in text
+    logged = {a.path for a in mlflow_client(ws).list_artifacts(it, "report")}
+    assert "report/report.md" in logged and any(p.endswith(".png") for p in logged)
+
+
 def test_report_card_table_and_plots(tiny_ws, tmp_path):
     ws, _, it = tiny_ws
     out = tmp_path / "report"

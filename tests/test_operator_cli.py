@@ -65,6 +65,8 @@ def test_failure_names_the_iteration_and_the_rerun_that_completes_it(tiny_ws, tm
     assert f"iteration {iteration}" in tail
     row = next(r for r in json.loads(posttrain(ws, "runs", "--json").stdout) if r["iteration"] == iteration)
     assert row["status"] == "FAILED" and row["failed at"] == "reason" and "num_generations" in row["failure"]
+    written = (ws / "runs" / "reports" / iteration / "report.md").read_text()  # by the failing flow itself
+    assert "- status: FAILED, stopped at reason" in written and "- reason: FAILED here" in written
     report = posttrain(ws, "report", iteration, "--out", str(tmp_path / "failed"))  # what exists, and why not the rest
     assert report.returncode == 0, report.stderr[-2000:]
     card = (tmp_path / "failed" / "report.md").read_text()

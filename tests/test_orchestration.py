@@ -1,5 +1,5 @@
-"""Versioned stages, reuse across flow runs, re-running one stage, lineage, crash reconciliation,
-and the Prefect deployment path, on the tiny profile with real Prefect, MLflow and DVC."""
+"""Versioned stages, reuse across flow runs, re-running one stage, lineage and crash reconciliation
+on the tiny profile with real Prefect, MLflow and DVC (the Prefect deployment path: test_prefect_ui.py)."""
 
 from __future__ import annotations
 
@@ -156,50 +156,6 @@ def _wait_http(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"{url} did not come up in {timeout} s")
-
-
-def test_deployment_triggered_through_prefect_api(tiny_ws, tmp_path):
-    ws, _, _ = tiny_ws
-    port = _free_port()
-    env = workspace_env(ws)
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-server")
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    served = None
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/api/health", 120)
-        log = open(tmp_path / "serve.log", "w")
-        served = subprocess.Popen([sys.executable, "-m", "posttrain", "serve", "--profile", "tiny"], cwd=ws, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        script = (
-            "import time\nfrom prefect.deployments import run_deployment\nfrom prefect.exceptions import ObjectNotFound\n"
-            "for _ in range(90):\n"
-            "    try:\n"
-            "        r = run_deployment('full-iteration/full-iteration', parameters={'profile': 'tiny'}, timeout=400)\n"
-            "        break\n"
-            "    except ObjectNotFound:\n"  # the deployment appears once `serve` has registered it
-            "        time.sleep(2)\n"
-            "from prefect.client.orchestration import get_client\n"
-            "with get_client(sync_client=True) as c:\n"
-            "    zombie = c.read_automations_by_name('posttrain: crash zombie flow runs')\n"
-            "print(r.id, r.state.type.value, len(zombie))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:] + (tmp_path / "serve.log").read_text()[-3000:]
-        run_id, state, zombie_automations = out.stdout.strip().splitlines()[-1].split()
-        assert state == "COMPLETED"
-        assert zombie_automations == "1"  # served runs that stop heartbeating get marked Crashed
-        client = mlflow_client(ws)
-        it = latest_iteration(client)
-        assert it.data.tags["prefect_flow_run_id"] == run_id and it.info.status == "FINISHED"
-        assert {"sft", "reason", "safety", "evaluate.final"} <= set(stage_status(client, it.info.run_id))
-    finally:
-        for p in (served, server):
-            if p is not None:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=60)
 
 
 def test_unreachable_tracking_server_fails_in_seconds(tiny_ws):

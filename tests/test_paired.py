@@ -88,7 +88,7 @@ def test_sign_test_is_the_binomial_tail():
 
 
 def test_report_cell_shows_flips_and_p_only_when_more_got_worse():
-    from posttrain.report import _flips
+    from pipeline.report import _flips
 
     m = {"paired.sycophancy_rate.worse": 9.0, "paired.sycophancy_rate.better": 4.0, "paired.sycophancy_rate.p_worse": 0.133,
          "paired.math_accuracy.worse": 0.0, "paired.math_accuracy.better": 1.0, "paired.math_accuracy.p_worse": 1.0,

@@ -31,3 +31,48 @@ def test_quiet_between_intervals(monkeypatch):
     assert out.getvalue() == ""
     bar.close()
     assert out.getvalue().startswith("evaluate: math: reply 40/40 (100%)")
+
+
+def test_inside_a_prefect_task_the_progress_is_an_artifact_of_that_task_run(tmp_path):
+    """The Prefect UI's Artifacts tab shows how far a stage is: the progress artifact follows the
+    line (throttled to ARTIFACT_EVERY_S) and ends at the final line and 100 %."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import io, sys
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+from core import progress
+progress.ARTIFACT_EVERY_S = 0.0
+
+@task
+def train():
+    bar = progress.Progress("sft", 4, stream=io.StringIO())
+    for i in range(4):
+        bar.update(1, loss=f"loss {2 - i / 4}")
+    bar.close("sft: ran 4 steps")
+
+@flow
+def stage():
+    train()
+    from prefect.runtime import flow_run
+    return str(flow_run.get_id())
+
+run_id = stage()
+with get_client(sync_client=True) as client:
+    found = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    print(len(found), float(found[0].data), found[0].description, str(found[0].flow_run_id) == run_id, found[0].task_run_id is not None)
+"""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=progress.__file__.rsplit("/core/", 1)[0], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "1 100.0 sft: ran 4 steps True True"
+
+
+def test_outside_prefect_there_is_no_artifact():
+    assert progress.Progress("sft", 2, stream=io.StringIO()).artifact.id is None

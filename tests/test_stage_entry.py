@@ -36,6 +36,7 @@ def test_sft_runs_on_two_gloo_processes_with_one_run_and_one_model(ws):
                           cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert proc.stdout.count("report card:") == 1  # one summary, from rank 0
+    assert "'eval_loss'" not in proc.stdout  # the trainers' log dicts stay out of the results
     client = mlflow_client(ws)
     (parent,) = _stage_parents(client)
     assert parent.info.status == "FINISHED"

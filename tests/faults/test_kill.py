@@ -158,3 +158,28 @@ def _cwd_in(p: psutil.Process, ws: Path) -> bool:
         return Path(p.cwd()).is_relative_to(ws)
     except (psutil.Error, OSError):
         return False
+
+
+def test_reconcile_a_run_whose_flow_run_lives_on_another_prefect_api(tmp_path):
+    """A dead iteration recorded by another Prefect server (since replaced, or another PREFECT_HOME's
+    ephemeral one) is still marked KILLED in MLflow; the Prefect side is reported, not fatal: the
+    next iteration opens (it reconciles first)."""
+    import uuid
+
+    ws = make_workspace(tmp_path / "ws")
+    env = workspace_env(ws)
+    code = ("import socket, sys, uuid\nfrom pathlib import Path\nfrom mlflow import MlflowClient\n"
+            "from core import tracking\nfrom pipeline import recovery\n"
+            "runs = Path(sys.argv[1]); tracking.configure(runs); c = MlflowClient()\n"
+            "exp = c.get_experiment_by_name(tracking.EXPERIMENT) or c.get_experiment(c.create_experiment(tracking.EXPERIMENT))\n"
+            "run = c.create_run(exp.experiment_id, tags={'kind': 'iteration', 'host': socket.gethostname(), 'pid': '4194304',"
+            " 'prefect_flow_run_id': sys.argv[2]})\n"
+            "fixed = recovery.reconcile(runs, announce=False)\n"
+            "print(run.info.run_id, fixed[0]['prefect_state'])\n")
+    elsewhere = str(uuid.uuid4())
+    proc = subprocess.run([sys.executable, "-c", code, str(ws / "runs"), elsewhere], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id, state = proc.stdout.split(maxsplit=1)
+    assert state.strip() == "not on this Prefect API"
+    assert mlflow_client(ws).get_run(run_id).info.status == "KILLED"

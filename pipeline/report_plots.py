@@ -17,7 +17,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from posttrain.report_data import EVAL_METRICS, TRAIN_STAGES, boundary_points, fmt
+from pipeline.report_data import EVAL_METRICS, TRAIN_STAGES, boundary_points, fmt
 
 
 def _history(client, run, key: str) -> tuple[list[int], list[float]]:

@@ -1,10 +1,12 @@
 """Iteration report card, from MLflow alone: what the iteration is (profile, git SHA, date,
 status, gate verdicts, champion), a markdown table stage x metric with deltas against the input
-checkpoint, and PNG plots (posttrain/report_plots.py), written to a folder and logged to the
+checkpoint, and PNG plots (pipeline/report_plots.py), written to a folder and logged to the
 iteration's run. A failed, partial or rerun iteration gets what exists, and a line per missing
 stage saying why it is missing.
 
     posttrain report ITERATION [--out DIR]
+
+Every flow run writes its iteration's card as it ends (`write_card`): runs/reports/<id>/report.md.
 
 Tables: the full evaluations (input vs final, with deltas), the boundary evaluations (one row per
 checkpoint: base, sft, align, reason, safety, final on the boundary items, each with its delta
@@ -13,10 +15,12 @@ against the row before) and the training stages.
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from posttrain.report_data import BOUNDARY_METRICS, EVAL_METRICS, TRAIN_STAGES, boundary_points, fmt
+from pipeline.report_data import BOUNDARY_METRICS, EVAL_METRICS, TRAIN_STAGES, boundary_points, fmt
 
 
 def boundary_table(runs: dict) -> str:
@@ -140,7 +144,7 @@ def report(iteration: str, out: Path) -> tuple[str, list[Path]]:
     """Write out/report.md and the plots, log them to the iteration's run; returns (summary, plots)."""
     from mlflow import MlflowClient
 
-    from posttrain.report_plots import plots
+    from pipeline.report_plots import plots
 
     client = MlflowClient()
     parent = client.get_run(iteration)
@@ -156,3 +160,29 @@ def report(iteration: str, out: Path) -> tuple[str, list[Path]]:
     (out / "report.md").write_text(f"# Iteration {iteration}\n\n{text}\n\n{images}{left_out}\n")
     client.log_artifacts(iteration, str(out), "report")
     return text, written
+
+
+log = logging.getLogger("pipeline")
+
+
+def card_dir(runs: Path, iteration: str) -> Path:
+    return runs / "reports" / iteration
+
+
+def write_card(it) -> str:
+    """The card of an iteration that has just ended (`it`: pipeline.runner.Iteration), written under
+    runs/reports/<id> and logged to its MLflow run; the path of report.md.
+
+    The iteration's outcome is already recorded (runs, gates, alias) when this runs, so a card that
+    cannot be written does not change it: the error is logged with the command that writes it again,
+    and the path is ""."""
+    out = card_dir(it.layout().runs, it.parent_run_id)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per plot file in the run's log
+    try:
+        report(it.parent_run_id, out)
+    except Exception as err:  # noqa: BLE001 - any failure here leaves the recorded outcome as it is
+        log.error(f"report card not written: {type(err).__name__}: {err}; write it with "
+                  f"`posttrain report {it.parent_run_id}`")
+        return ""
+    log.info(f"report card: {out / 'report.md'}")
+    return str(out / "report.md")
