@@ -189,7 +189,7 @@ class Page:
 
 def test_operator_runs_and_reruns_an_iteration_from_the_prefect_ui(ui, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     base, ws, tmp = ui
     page = Page(browser, base, tmp)
@@ -206,9 +206,14 @@ def test_operator_runs_and_reruns_an_iteration_from_the_prefect_ui(ui, browser):
     assert {f"stage.{s}.run_id" for s in ("sft", "reason", "safety", "evaluate.final")} <= set(it.data.tags)
 
     page.click("Artifacts")
+    card = browser.find_element(By.XPATH, f"//a[contains(normalize-space(), 'iteration-{it.info.run_id}')]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", card)
     page.shot("full-iteration-artifacts")
-    browser.find_element(By.XPATH, f"//a[contains(normalize-space(), 'iteration-{it.info.run_id}')]").click()
-    link = browser.find_element(By.XPATH, f"//a[contains(@href, '/runs/{it.info.run_id}')]")  # the rendered card
+    card.click()
+    WebDriverWait(browser, 30).until(lambda d: "/artifacts/artifact/" in d.current_url)
+    link = WebDriverWait(browser, 30).until(  # the rendered card's link, once it is on screen
+        lambda d: next((a for a in d.find_elements(By.XPATH, f"//a[contains(@href, '/runs/{it.info.run_id}')]")
+                        if a.is_displayed() and a.text), None))
     assert "#/experiments/" in link.get_attribute("href") and it.info.run_id in link.text
     text = page.text()
     assert f"Iteration {it.info.run_id} (tiny): FINISHED" in text and "final passed" in text, text[:3000]
