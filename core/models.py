@@ -142,12 +142,12 @@ def _build_once(target: Path, build) -> Path:
 
 
 def gguf_tokenizer_dir(cfg: ModelConfig) -> Path:
-    from transformers import AutoTokenizer
-
     gguf = package_file(cfg.package, cfg.gguf_file)
     digest = sha256_file(gguf)
 
     def build(tmp: Path) -> dict:
+        from transformers import AutoTokenizer
+
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
         _prepare_tokenizer(tok).save_pretrained(tmp)
         return {"gguf": str(gguf), "gguf_sha256": digest}
@@ -156,14 +156,13 @@ def gguf_tokenizer_dir(cfg: ModelConfig) -> Path:
 
 
 def gguf_checkpoint_dir(cfg: ModelConfig) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     gguf = package_file(cfg.package, cfg.gguf_file)
     digest = sha256_file(gguf)
 
     def build(tmp: Path) -> dict:
-        from transformers import AutoTokenizer
+        # Imported here: a cached checkpoint (every run after the first) needs none of them (~2 s).
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                          trust_remote_code=False)
@@ -183,9 +182,6 @@ def gguf_checkpoint_dir(cfg: ModelConfig) -> Path:
 
 def micro_llama_dir(cfg: ModelConfig, seed: int) -> Path:
     """A randomly initialised Llama with the real tokenizer: trains a full stage in seconds."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     tok_dir = gguf_tokenizer_dir(cfg)
     shape = {
         "hidden_size": cfg.hidden_size,
@@ -197,6 +193,9 @@ def micro_llama_dir(cfg: ModelConfig, seed: int) -> Path:
     key = hashlib.sha256(json.dumps([str(tok_dir.name), shape, seed], sort_keys=True).encode()).hexdigest()
 
     def build(tmp: Path) -> dict:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
         tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
         torch.manual_seed(seed)
         config = LlamaConfig(
