@@ -19,7 +19,7 @@ class _PrefectProgress:
     """The same progress as a Prefect progress artifact on the task run it happens in, so the
     Prefect UI shows how far a stage is; nothing outside a Prefect task run."""
 
-    def __init__(self, line: str, pct: float):
+    def __init__(self, progress: "Progress"):
         self.id, self.last = None, time.monotonic()
         if "prefect" not in sys.modules:  # not under Prefect: don't import it just to find out
             return
@@ -27,16 +27,17 @@ class _PrefectProgress:
         from prefect.context import TaskRunContext
 
         if TaskRunContext.get() is not None:
-            self.id = create_progress_artifact(pct, description=line)
+            self.id = create_progress_artifact(progress.pct(), description=progress.line())
 
-    def update(self, line: str, pct: float, force: bool = False) -> None:
+    def update(self, progress: "Progress", final: str | None = None) -> None:
+        """Every ARTIFACT_EVERY_S at most; `final` (the closing line) always goes out."""
         now = time.monotonic()
-        if self.id is None or (not force and now - self.last < ARTIFACT_EVERY_S):
+        if self.id is None or (final is None and now - self.last < ARTIFACT_EVERY_S):
             return
         from prefect.artifacts import update_progress_artifact
 
         self.last = now
-        update_progress_artifact(self.id, pct, description=line)
+        update_progress_artifact(self.id, progress.pct(), description=final or progress.line())
 
 
 def _span(seconds: float) -> str:
@@ -54,7 +55,7 @@ class Progress:
         self.first = done  # a resumed run's earlier steps do not count towards its rate
         self.shown: dict[str, str] = {}
         self.bar = None
-        self.artifact = _PrefectProgress(self.line(), self.pct())
+        self.artifact = _PrefectProgress(self)
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
@@ -77,7 +78,7 @@ class Progress:
     def update(self, n: int = 1, **shown: str) -> None:
         self.done += n
         self.shown.update({k: str(v) for k, v in shown.items()})
-        self.artifact.update(self.line(), self.pct())
+        self.artifact.update(self)
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix_str(" · ".join(self.shown.values()), refresh=False)
@@ -89,7 +90,7 @@ class Progress:
 
     def close(self, final: str | None = None, announce: bool = True) -> None:
         """End the bar; print `final` (default: the progress line) unless announce is False."""
-        self.artifact.update(final or self.line(), self.pct(), force=True)
+        self.artifact.update(self, final or self.line())
         if self.bar is not None:
             self.bar.close()
         if announce:

@@ -65,8 +65,8 @@ GATE_TASKS = {name: task(name=f"gate.{spec[0]}", **TASK)(gating.gate_stage) for 
 def _reused(record, why: str):
     """A reused stage's task run ends in a state named Reused (type Completed), so the Prefect UI
     tells it from one that computed; the message says where the output came from."""
-    return Completed(name="Reused", message=f"{why}: version {record.key[:12]}, MLflow run {record.run_id}",
-                     data=record)
+    source = f"MLflow run {record.run_id}" if record.run_id else record.out  # base: a cached conversion, no run
+    return Completed(name="Reused", message=f"{why}: version {record.key[:12]}, {source}", data=record)
 
 
 def _node_task(node):

@@ -134,7 +134,7 @@ def rerun_command(err: BaseException, iteration: str) -> str | None:
     where = failed_at(err).removeprefix("gate.")
     if not where:
         return None
-    stage = "safety" if where == "final" else where
+    stage = dag.POLICY_STAGES[-1] if where == "final" else where  # the final gate judges the last policy
     return f"posttrain rerun {stage} --iteration {iteration} --downstream"
 
 
