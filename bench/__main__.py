@@ -5,7 +5,7 @@
     .venv/bin/python -m bench --only sft_vs_trl,packing,flops  # a subset of figures, by name
     .venv/bin/python -m bench.render bench/results/DATE.json   # re-render the table from a results file
 
-Figures: iteration_time, overhead, rerun, sft_vs_trl, packing, generation_batching, flops
+Figures: iteration_time, overhead, rerun, sft_vs_trl, packing, generation_engine, generation_batching, flops
 (bench/figures/targets.py says what each measures and its target).
 
 Everything runs in one process tree in a throwaway workspace (a git copy of this checkout with

@@ -1,14 +1,18 @@
-"""Worker for the generation_batching figure: core/generation.py batched vs one-by-one, same prompts, same process.
+"""Worker for the generation figures: our evaluation path (core/generation.generate: batches of
+prompts taken longest first) batched and one-by-one, and plain `transformers` `model.generate` on
+batches of the prompts in their given order, same checkpoint, prompts and batch size, all in one
+process.
 
     python -m bench.generation_speed --project WS --profile tiny --prompts 8 --max-new-tokens 16 \
         --batch-size 8 --reps 3 --result result.json
 
 Prompts are the first N of the curated eval_math split (what `evaluate` generates for). Tokens are
-each row's new token ids up to and including its first end-of-turn token, read from what
-model.generate returned (an instance-level wrapper counts them; generation.py is unchanged and
-only returns text). Rows of a batch that stop early cost compute until the longest one ends but
-add no tokens, so batched tokens/s is what evaluation really gets. The order of the two modes alternates per
-repetition, so a drift in machine load does not favour one of them.
+each reply's new token ids up to and including its first end-of-turn token: read from what
+`model.generate` returned (the worker wraps this model instance's generate to count; nothing else changes).
+A batch's rows that stop early cost `model.generate` compute until the longest one ends but add no
+tokens, so tokens/s is what evaluation really gets. The order of the modes rotates per repetition,
+so a drift in machine load does not favour one of them. Agreement: the share of replies whose text
+(and whose extracted final answer) is the same from both paths.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+MODES = ("engine", "one_by_one", "plain")
 
 
 def main() -> None:
@@ -32,9 +38,9 @@ def main() -> None:
 
     import torch
 
-    from core import models, training
+    from core import generation, models, training
     from core.config import load_params
-    from core.generation import generate
+    from evaluations.math_score import final_answer
 
     project = Path(args.project)
     p = load_params(project / "params.yaml", args.profile)
@@ -45,29 +51,33 @@ def main() -> None:
     prompts = list(rows["prompt"])
     if len(prompts) < args.prompts:
         raise SystemExit(f"eval_math.jsonl has {len(prompts)} prompts, fewer than --prompts {args.prompts}")
-    counter = count_generated(model, tok.eos_token_id)
-    generate(model, tok, prompts[:1], 4, 1)  # first-call costs (allocator, kernels) paid before timing
+    counts = count_generated(model, tok.eos_token_id)
+    generation.generate(model, tok, prompts[:1], 4, 1)  # first-call costs (allocator, kernels) paid before timing
 
-    def measure(batch_size: int) -> dict:
-        counter.clear()
+    replies: dict[str, list[str]] = {}
+
+    def measure(mode: str) -> dict:
+        counts.clear()
+        batch = 1 if mode == "one_by_one" else args.batch_size
         started = time.perf_counter()
-        generate(model, tok, prompts, args.max_new_tokens, batch_size)
+        replies[mode] = generation.generate(model, tok, prompts, args.max_new_tokens, batch, by_length=mode != "plain")
         seconds = time.perf_counter() - started
-        tokens = sum(counter)
-        # Token slots the batches computed: every row runs until the batch's longest row ends.
-        batches = [counter[i : i + batch_size] for i in range(0, len(counter), batch_size)]
-        slots = sum(len(b) * max(b) for b in batches)
-        return {"batch_size": batch_size, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-                "prompts_per_s": len(prompts) / seconds, "slot_use": tokens / slots}
+        tokens = sum(counts)
+        return {"batch_size": batch, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+                "prompts_per_s": len(prompts) / seconds}
 
     reps = []
     for rep in range(args.reps):
-        sizes = (args.batch_size, 1) if rep % 2 == 0 else (1, args.batch_size)
-        done = {bs: measure(bs) for bs in sizes}
-        reps.append({"batched": done[args.batch_size], "one_by_one": done[1]})
+        order = MODES[rep % len(MODES):] + MODES[: rep % len(MODES)]
+        reps.append({mode: measure(mode) for mode in order})
+    pairs = list(zip(replies["engine"], replies["plain"], strict=True))
+    agreement = {"replies": sum(a == b for a, b in pairs) / len(pairs),
+                 "answers": sum(final_answer(a) == final_answer(b) for a, b in pairs) / len(pairs),
+                 "one_by_one_replies": sum(a == b for a, b in zip(replies["one_by_one"], replies["plain"])) / len(pairs)}
     Path(args.result).write_text(json.dumps({"model": base, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
                                              "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
-                                             "reps": reps}))
+                                             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                                             "agreement": agreement, "reps": reps}))
 
 
 def count_generated(model, eos_id: int) -> list[int]:

@@ -327,9 +327,41 @@ def _packing(fig: dict) -> list[str]:
     ]
 
 
+def _generation_setup(s: dict) -> str:
+    return (f"On the first {s['prompts']} eval_math prompts, greedy, ≤ {s['max_new_tokens']} new tokens, batch "
+            f"{s['batch_size']} (evaluate.batch_size), model dtype {s['dtype']}, {s['torch_threads']} threads: our path "
+            "(`core/generation.py`, batches of the longest prompts first), the same path one prompt at a time, and "
+            "plain `model.generate` on batches in the prompts' order, same checkpoint, in one process, order rotating "
+            "per repetition. Tokens = generated ids up to and including the end-of-turn token.")
+
+
+def _generation_table(s: dict) -> list[str]:
+    a = s["agreement"]
+    return [
+        "| | tokens/s |", "|---|---|",
+        f"| our path, batch {s['batch_size']} | {s['engine_tokens_per_s']:,.1f} |",
+        f"| our path, one by one | {s['one_by_one_tokens_per_s']:,.1f} |",
+        f"| plain `model.generate`, batch {s['batch_size']} | {s['plain_tokens_per_s']:,.1f} |",
+        "",
+        f"Agreement with `model.generate` (greedy, same weights): {100 * a['replies']:.0f} % of replies identical, "
+        f"{100 * a['answers']:.0f} % of extracted final answers identical (one by one: {100 * a['one_by_one_replies']:.0f} % "
+        "of replies).",
+    ]
+
+
+def _generation_engine(fig: dict) -> list[str]:
+    s = fig["summary"]
+    return [_generation_setup(s), "", *_generation_table(s), "",
+            f"Our path ÷ plain: **{s['engine_vs_plain']:.2f}x**."]
+
+
 def _generation_batching(fig: dict) -> list[str]:
     s = fig["summary"]
-    return [
+    if "engine_tokens_per_s" in s:
+        return [_generation_setup(s), "", *_generation_table(s), "",
+                f"Batched ÷ one by one: **{s['batched_vs_one']:.2f}x** ({min(s['batch_size'], s['prompts'])} rows per "
+                f"batch bound it at {min(s['batch_size'], s['prompts'])}x)."]
+    return [  # results files from before generation_engine: model.generate batched vs one by one
         f"`core/generation.py` on the first {s['prompts']} eval_math prompts, greedy, ≤ {s['max_new_tokens']} new "
         f"tokens, batch {s['batch_size']} (evaluate.batch_size) vs 1, same process, order alternating per repetition. "
         "Tokens = generated ids up to and including the end-of-turn token.",
@@ -352,12 +384,13 @@ def _flops(fig: dict) -> list[str]:
         f"fp32/bf16 `torch.matmul` over sizes and repetitions, {s['torch_threads']} threads, measured in the same run.",
         "",
         "| | FLOP/s | training ÷ peak |", "|---|---|---|",
-        f"| training (model dtype {s['model_dtype']}) | {_rate(s['achieved_flops_per_s'])} | |",
+        f"| training (model dtype {s['model_dtype']}, autocast {s.get('autocast', 'none')}) | "
+        f"{_rate(s['achieved_flops_per_s'])} | |",
         f"| fp32 matmul peak | {_rate(s['peak_fp32_flops_per_s'])} | {s['pct_of_fp32_peak']:.1f} % |",
         f"| bf16 matmul peak | {_rate(s['peak_bf16_flops_per_s'])} | **{s['pct_of_bf16_peak']:.1f} %** |",
         "",
     ]
-    if s["model_dtype"] == "float32":
+    if s["model_dtype"] == "float32" and s.get("autocast", "none") == "none":
         lines.append(f"Note: the model trains in fp32, and on this machine the fp32 peak is {100 * s['fp32_peak_over_bf16_peak']:.0f} % "
                      "of the bf16 peak, so fp32 training cannot exceed that share of the bf16 peak; 6·N·tokens also "
                      "leaves out attention FLOPs.")
@@ -366,7 +399,7 @@ def _flops(fig: dict) -> list[str]:
 
 # name -> the lines under the figure's heading, in the order the figures are rendered.
 DETAILS = {"iteration_time": _iteration_time, "overhead": _overhead, "rerun": _rerun, "sft_vs_trl": _sft_vs_trl,
-           "packing": _packing, "generation_batching": _generation_batching, "flops": _flops}
+           "packing": _packing, "generation_engine": _generation_engine, "generation_batching": _generation_batching, "flops": _flops}
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ class EvaluateConfig:
     max_new_tokens: int = _r(1, 65_536, 192)  #: longest math answer, in tokens; math needs room for a chain of thought.
     #: longest reply to a safety prompt, in tokens; a refusal shows in its first sentence.
     safety_max_new_tokens: int = _r(1, 65_536, 48)
-    batch_size: int = _r(1, 1024, 8)  #: prompts generated together.
+    #: prompts generated together (one `model.generate` batch, longest prompts first). A decode step reads every
+    #: weight once for all rows, so larger batches are faster until memory or the batch's longest reply bounds them.
+    batch_size: int = _r(1, 1024, 8)
     math_items: int = _r(1, 100_000, 24)  #: held-out math items (the eval_math split).
     safety_items: int = _r(1, 100_000, 16)  #: harmful prompts of the eval_safety split, and as many benign look-alikes.
     # Code suite

@@ -36,6 +36,11 @@ class ModelConfig:
     #: floating-point type the weights are loaded and trained in; bfloat16 takes half the memory of float32 and is what
     #: GPU profiles use.
     dtype: str = _c(("float32", "bfloat16"), "float32")
+    #: training in mixed precision: `bfloat16` runs the matmuls of every training step in bfloat16 autocast while the
+    #: weights, gradients and optimizer state stay in `dtype` (float32): faster per step on a CPU with AMX-bf16
+    #: (bench's flops figure), at some cost in the stages' metrics on a small model; `none` trains in `dtype` alone. Evaluation and generation always run in
+    #: `dtype`, so a checkpoint's greedy replies are those of its saved weights.
+    autocast: str = _c(("none", "bfloat16"), "none")
     # Shape. micro_llama is built from hidden_size, num_layers, num_heads and intermediate_size (about
     # 3.3 M parameters with the defaults, almost all in the 49,152-row tied embedding); `posttrain plan`
     # reads all six as the shape of a hub model (training reads the checkpoint's own config.json).

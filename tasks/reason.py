@@ -27,12 +27,11 @@ from pathlib import Path
 
 from core import distributed, training
 from core.config import ModelConfig, ReasonConfig, SFTConfig, TrainConfig
-from core.generation import generate
+from core.generation import STAGE_BATCH, generate
 from evaluations import drift, verifiers
 from evaluations.math_score import has_answer_format
 from tasks import onpolicy, sft, stage_data
 
-EVAL_BATCH = 8  # held-out generation batch (sequences): ~7x one-by-one on CPU (core/generation.py)
 FORMAT_WEIGHT = 0.1  # small next to correctness (1.0), so the format cannot be the whole reward
 # TRL log key -> our metric (mean over the logged steps).
 MONITORS = {"frac_reward_zero_std": "frac_zero_std_groups", "completions/mean_length": "completion_length_mean",
@@ -114,7 +113,7 @@ def verifiable_accuracy(policy, tok, rows, max_new_tokens: int, prefix: str,
     correct (1.0; code: every test passes, ifeval: every instruction followed), overall and per
     verifier, plus the mean reward (partial credit). A code reply the sandbox could not run is
     left out of both and counted (prefix + _infra_errors). replies_out receives the replies."""
-    replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, EVAL_BATCH, label=f"reason: {prefix}")
+    replies = generate(policy, tok, list(rows["prompt"]), max_new_tokens, STAGE_BATCH, label=f"reason: {prefix}")
     if replies_out is not None:
         replies_out.extend(replies)
     rewards = verifiers.rewards(replies, list(rows["answer"]), list(rows["verifier"]))

@@ -78,7 +78,7 @@ def _greedy(model_dir: str, model_cfg: ModelConfig, max_new_tokens: int):
     """The checkpoint at model_dir as a function prompts -> greedy (deterministic) replies."""
     tok = training.load_tokenizer(model_dir)
     model = training.load_policy(model_dir, model_cfg)
-    return lambda prompts: generation.generate(model, tok, prompts, max_new_tokens, batch_size=8)
+    return lambda prompts: generation.generate(model, tok, prompts, max_new_tokens, generation.STAGE_BATCH)
 
 
 def critique_revise(model_dir: str, model_cfg: ModelConfig, prompts: list[list[dict]], max_new_tokens: int,

@@ -43,28 +43,34 @@ def test_results_keyed_by_number_render_with_the_names():
 
 def test_quick_generation_and_flops_figures(tmp_path, curated_ws):
     out, doc = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "generation_batching,flops", "--out", str(out), "--doc", str(doc),
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "generation_engine,generation_batching,flops", "--out", str(out), "--doc", str(doc),
                            "--workdir", str(tmp_path), "--data-from", str(curated_ws[0])],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert res["schema_version"] == 2 and res["mode"] == "quick" and res["selected"] == ["generation_batching", "flops"]
-    assert set(res["figures"]) == {"generation_batching", "flops"} and res["errors"] == {}
+    assert res["schema_version"] == 2 and res["mode"] == "quick" and res["selected"] == ["generation_engine", "generation_batching", "flops"]
+    assert set(res["figures"]) == {"generation_engine", "generation_batching", "flops"} and res["errors"] == {}
     assert res["machine"]["usable_cpus"] >= 1 and res["versions"]["trl"] != "not installed"
     assert not any(p.name.startswith("posttrain-bench-") for p in tmp_path.iterdir())  # workspace removed
     # Seeded with a curated checkout's data and DVC cache: data prep is an up-to-date check.
     assert res["data_prep"]["seeded_from_checkout"] and res["data_prep"]["ran"] == []
 
-    gen = res["figures"]["generation_batching"]
+    gen, engine = res["figures"]["generation_batching"], res["figures"]["generation_engine"]
     s = gen["summary"]
+    assert engine["summary"] == s and engine["runs"] == gen["runs"]  # one worker run serves both figures
     assert len(gen["runs"]) == res["plan"]["reps"]
     for run in gen["runs"]:
-        # Same prompts, greedy: both modes produced tokens, at most max_new_tokens per prompt.
-        for mode in ("batched", "one_by_one"):
+        # Same prompts, greedy: every mode produced tokens, at most max_new_tokens per prompt.
+        for mode in ("engine", "one_by_one", "plain"):
             assert 0 < run[mode]["tokens"] <= s["prompts"] * s["max_new_tokens"]
-        assert run["ratio"] == pytest.approx(run["batched"]["tokens_per_s"] / run["one_by_one"]["tokens_per_s"])
-    assert gen["headline"] == {"value": s["ratio"], "unit": "x"}
-    assert gen["target"]["op"] == ">=" and gen["verdict"]["met"] == (s["ratio"] >= gen["target"]["value"])
+        assert run["batched_vs_one"] == pytest.approx(run["engine"]["tokens_per_s"] / run["one_by_one"]["tokens_per_s"])
+        assert run["engine_vs_plain"] == pytest.approx(run["engine"]["tokens_per_s"] / run["plain"]["tokens_per_s"])
+    assert gen["headline"] == {"value": s["batched_vs_one"], "unit": "x"}
+    assert engine["headline"] == {"value": s["engine_vs_plain"], "unit": "x"}
+    assert gen["target"]["op"] == ">=" and gen["verdict"]["met"] == (s["batched_vs_one"] >= gen["target"]["value"])
+    # Greedy on the same weights: the engine gives model.generate's replies (a float near-tie may
+    # flip one; the tiny model's 8 replies of 16 tokens have none).
+    assert s["agreement"]["replies"] == 1.0 and s["agreement"]["answers"] == 1.0
 
     flops = res["figures"]["flops"]["summary"]
     assert flops["params"] > 1_000_000  # the tiny profile's micro-Llama (~3.3 M, mostly the embedding)
@@ -73,7 +79,8 @@ def test_quick_generation_and_flops_figures(tmp_path, curated_ws):
     assert 0 < flops["pct_of_fp32_peak"] < 100  # training cannot beat the measured matmul peak
 
     text = doc.read_text()
-    assert f"| `generation_batching` | {figures.TITLES['generation_batching']} (tiny profile) | {s['ratio']:.2f}x |" in text
+    assert f"| `generation_batching` | {figures.TITLES['generation_batching']} (tiny profile) | {s['batched_vs_one']:.2f}x |" in text
+    assert f"| `generation_engine` | {figures.TITLES['generation_engine']} (tiny profile) | {s['engine_vs_plain']:.2f}x |" in text
     assert f"## flops — {figures.TITLES['flops']}" in text
     assert "**Quick mode**" in text
     for name in ("iteration_time", "overhead", "rerun", "sft_vs_trl", "packing"):

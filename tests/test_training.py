@@ -68,6 +68,27 @@ def test_activation_checkpointing_follows_config_not_trl_default(base, tmp_path,
     assert identity(cfg) == identity(SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0))
 
 
+@pytest.mark.parametrize("autocast", ["none", "bfloat16"])
+def test_autocast_trains_in_bf16_and_keeps_float32_weights(base, tmp_path, autocast):
+    """model.autocast=bfloat16: the trainer's matmuls run in bf16 autocast (mixed precision), while
+    the weights, and so the saved checkpoint every evaluation loads, stay float32."""
+    import torch
+
+    from tasks import sft
+
+    model_cfg = ModelConfig(source="micro_llama", autocast=autocast)
+    cfg = SFTConfig(max_steps=1, per_device_batch_size=2, max_length=64, eval_rows=0)
+    trainer = sft.trainer(cfg, model_cfg, policy=training.load_policy(base, model_cfg),
+                          tokenizer=training.load_tokenizer(base), dataset=_conversations(4), out=tmp_path, seed=0)
+    assert trainer.args.bf16 is (autocast == "bfloat16")
+    seen = []
+    hook = trainer.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer.train()
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16 if autocast == "bfloat16" else torch.float32}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+
+
 def test_holdout_is_content_keyed_and_disjoint():
     from tasks import sft
 

@@ -9,12 +9,12 @@ kept beside the summary so that every median can be recomputed from the results 
 - plan.py: the sizes of a run (QUICK, FULL) and the Context the figures share;
 - iterations.py: iteration_time, overhead, rerun (whole iterations through the CLI);
 - sft.py: sft_vs_trl, packing, flops (SFT throughput);
-- generation.py: generation_batching.
+- generation.py: generation_engine, generation_batching.
 """
 
 from __future__ import annotations
 
-from bench.figures.generation import generation_batching
+from bench.figures.generation import generation_batching, generation_engine
 from bench.figures.iterations import iteration_time, overhead, rerun
 from bench.figures.plan import FULL, QUICK, Context, Plan
 from bench.figures.sft import flops, packing, sft_vs_trl
@@ -28,6 +28,7 @@ FIGURES = {
     "rerun": rerun,
     "sft_vs_trl": sft_vs_trl,
     "packing": packing,
+    "generation_engine": generation_engine,
     "generation_batching": generation_batching,
     "flops": flops,
 }

@@ -26,7 +26,7 @@ class Plan:
     iteration_reps: int  # repetitions of a non-tiny full iteration (~35 min each on the default profile)
     sft_steps: int | None  # sft_vs_trl; None: the profile's sft.max_steps
     packing_steps: int  # packing
-    gen_prompts: int  # generation_batching
+    gen_prompts: int  # generation_engine, generation_batching
     gen_max_new_tokens: int
     matmul_sizes: str  # flops
     matmul_seconds: float
@@ -37,7 +37,7 @@ QUICK = Plan("quick", "tiny", ("tiny",), reps=1, iteration_reps=1, sft_steps=Non
              gen_max_new_tokens=16, matmul_sizes="256,512,1024", matmul_seconds=0.3, timeout_s=1200)
 # sft_steps 30: half the default profile's 60; sft_vs_trl runs 2 x reps SFTs back to back.
 FULL = Plan("full", "default", ("tiny", "default"), reps=3, iteration_reps=1, sft_steps=30, packing_steps=10,
-            gen_prompts=16, gen_max_new_tokens=128, matmul_sizes="1024,2048,4096", matmul_seconds=2.0, timeout_s=3600)
+            gen_prompts=40, gen_max_new_tokens=128, matmul_sizes="1024,2048,4096", matmul_seconds=2.0, timeout_s=3600)
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Context:
     iteration_ws: dict[str, Workspace] = field(default_factory=dict)  # profile -> workspace of its last one
     ours_sft: list[dict] = field(default_factory=list)  # sft_vs_trl's runs of our stage (flops reads them)
     base: dict[str, str] = field(default_factory=dict)  # profile -> base checkpoint dir
+    cache: dict[str, dict] = field(default_factory=dict)  # one worker's result shared by several figures
     _n: int = 0
 
     def params(self, profile: str, sets: list[str] | tuple[str, ...] = ()):

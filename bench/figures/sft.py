@@ -57,7 +57,7 @@ def _plain(ctx: Context, p, steps: int, packing: bool, padding_batches: int = 0)
             "--lr", repr(cfg.learning_rate), "--warmup", repr(cfg.warmup_ratio), "--seed", str(seed), "--out", str(out)]
     if packing:
         args.append("--packing")
-    if p.model.dtype == "bfloat16":  # training.trainer_kwargs: bf16 from model.dtype
+    if p.model.dtype == "bfloat16" or p.model.autocast == "bfloat16":  # as training.trainer_kwargs sets bf16
         args.append("--bf16")
     if cfg.activation_checkpointing:  # training.trainer_kwargs passes it to TRL explicitly
         args.append("--activation-checkpointing")
@@ -198,7 +198,7 @@ def flops(ctx: Context) -> dict:
     tokens_per_s = median(r["tokens_per_s_train"] for r in ctx.ours_sft)
     achieved = 6 * params * tokens_per_s
     summary = {
-        "params": params, "model_dtype": ctx.params(profile).model.dtype,
+        "params": params, "model_dtype": ctx.params(profile).model.dtype, "autocast": ctx.params(profile).model.autocast,
         "train_tokens_per_s": tokens_per_s, "achieved_flops_per_s": achieved,
         "peak_fp32_flops_per_s": peak["float32"], "peak_bf16_flops_per_s": peak["bfloat16"],
         "pct_of_fp32_peak": 100 * achieved / peak["float32"], "pct_of_bf16_peak": 100 * achieved / peak["bfloat16"],
