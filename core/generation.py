@@ -34,18 +34,40 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
         order.sort(key=lambda i: -lengths[i])
     replies: list[str] = [""] * len(texts)
     progress = Progress(label, len(texts), unit="reply")
+    ticker = _token_ticker(progress, max_new_tokens)
     with torch.no_grad():
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
+            ticker.step = 0
             enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 stopping_criteria=[ticker])
             for i, text in zip(rows, tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)):
                 replies[i] = text
+            progress.shown.pop("batch", None)
             progress.update(len(rows))
     progress.close(announce=len(texts) > batch_size)  # one batch is quick; a long suite says when it is done
     return replies
+
+
+def _token_ticker(progress, max_new_tokens: int):
+    """A stopping criterion that never stops: it shows how far the current batch is (token k of
+    max_new_tokens), so one large batch is not silent for minutes."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Ticker(StoppingCriteria):
+        def __init__(self):
+            self.step = 0
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.step += 1
+            progress.update(0, batch=f"token {min(self.step, max_new_tokens)}/{max_new_tokens} of this batch")
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return Ticker()
 
 
 def sample(model, tokenizer, prompts: list[list[dict]], n: int, max_new_tokens: int, temperature: float,

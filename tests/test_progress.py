@@ -76,3 +76,24 @@ with get_client(sync_client=True) as client:
 
 def test_outside_prefect_there_is_no_artifact():
     assert progress.Progress("sft", 2, stream=io.StringIO()).artifact.id is None
+
+
+def test_one_large_generation_batch_shows_its_tokens(monkeypatch, capsys):
+    """Evaluations generate a whole suite in one batch: the line says which token the batch is
+    at, so minutes of decoding are not silent, and the final line drops it."""
+    from core import models, training
+    from core.config import load_params
+    from core.generation import generate
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    p = load_params(ROOT / "params.yaml", "tiny")
+    base = models.base_model(p.model, p.pipeline.seed)
+    tok, policy = training.load_tokenizer(base), training.load_policy(base, p.model)
+    chats = [[{"role": "user", "content": q}] for q in ("What is 2 + 3?", "Name a colour.", "Say hi")]
+    replies = generate(policy, tok, chats, 5, 8, label="evaluate: math")
+    assert replies == generate(policy, tok, chats, 5, 8, by_length=False)  # same replies, in prompt order
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("evaluate: math")]
+    assert any("reply 0/3 (0%) · token 1/5 of this batch" in ln for ln in lines)
+    assert any("token 5/5 of this batch" in ln for ln in lines)
+    assert lines[-1].startswith("evaluate: math: reply 3/3 (100%) · ") and "of this batch" not in lines[-1]
