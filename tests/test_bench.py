@@ -37,7 +37,7 @@ def test_results_keyed_by_number_render_with_the_names():
     new = render.by_name(old)
     assert new["figures"] == {"sft_vs_trl": {"x": 1}, "flops": {"y": 2}} and new["errors"] == {"packing": "boom"}
     assert new["selected"] == ["sft_vs_trl", "packing", "flops"]
-    assert set(render.LEGACY_NAMES.values()) == set(figures.FIGURES)
+    assert set(render.LEGACY_NAMES.values()) <= set(figures.FIGURES)  # later figures have no number
     assert render.by_name(new) == new  # names stay names
 
 
