@@ -38,8 +38,8 @@ class ModelConfig:
     dtype: str = _c(("float32", "bfloat16"), "float32")
     #: training in mixed precision: `bfloat16` runs the matmuls of every training step in bfloat16 autocast while the
     #: weights, gradients and optimizer state stay in `dtype` (float32): faster per step on a CPU with AMX-bf16
-    #: (bench's flops figure), at some cost in the stages' metrics on a small model; `none` trains in `dtype` alone. Evaluation and generation always run in
-    #: `dtype`, so a checkpoint's greedy replies are those of its saved weights.
+    #: (bench's flops figure), at some cost in the stages' metrics on a small model; `none` trains in `dtype` alone.
+    #: Evaluation and generation always run in `dtype`, so a checkpoint's greedy replies are those of its saved weights.
     autocast: str = _c(("none", "bfloat16"), "none")
     # Shape. micro_llama is built from hidden_size, num_layers, num_heads and intermediate_size (about
     # 3.3 M parameters with the defaults, almost all in the 49,152-row tied embedding); `posttrain plan`
@@ -50,3 +50,8 @@ class ModelConfig:
     intermediate_size: int = _r(8, 65536, 256)  #: width of the MLP's hidden layer.
     num_kv_heads: int = _r(1, 128, 4)  #: key/value heads of grouped-query attention (`posttrain plan` only).
     vocab_size: int = _r(2, 1_000_000, 49_152)  #: rows of the token embedding (`posttrain plan` only).
+
+    @property
+    def trains_in_bf16(self) -> bool:
+        """bfloat16 weights train in bfloat16; float32 weights with autocast=bfloat16 in mixed precision."""
+        return self.dtype == "bfloat16" or self.autocast == "bfloat16"

@@ -28,10 +28,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
     device = next(model.parameters()).device
     model.eval()
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     order = list(range(len(texts)))
     if by_length:
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        order.sort(key=lambda i: -lengths[i])
+        order.sort(key=lambda i: -len(ids[i]))
     replies: list[str] = [""] * len(texts)
     progress = Progress(label, len(texts), unit="reply")
     ticker = _token_ticker(progress, max_new_tokens)
@@ -39,8 +39,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             ticker.step = 0
-            enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+            enc = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                  stopping_criteria=[ticker])

@@ -187,8 +187,7 @@ def trainer_kwargs(cfg: TrainConfig, model_cfg: ModelConfig, out: Path, seed: in
         seed=seed,
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
-        # bfloat16 weights train in bfloat16; float32 weights with autocast=bfloat16 in mixed precision.
-        bf16=model_cfg.dtype == "bfloat16" or model_cfg.autocast == "bfloat16",
+        bf16=model_cfg.trains_in_bf16,
         # Explicit: TRL's configs default gradient checkpointing on (config.TrainConfig says why not).
         activation_checkpointing=cfg.activation_checkpointing,
         disable_tqdm=True,

@@ -57,7 +57,7 @@ def _plain(ctx: Context, p, steps: int, packing: bool, padding_batches: int = 0)
             "--lr", repr(cfg.learning_rate), "--warmup", repr(cfg.warmup_ratio), "--seed", str(seed), "--out", str(out)]
     if packing:
         args.append("--packing")
-    if p.model.dtype == "bfloat16" or p.model.autocast == "bfloat16":  # as training.trainer_kwargs sets bf16
+    if p.model.trains_in_bf16:  # as training.trainer_kwargs sets bf16
         args.append("--bf16")
     if cfg.activation_checkpointing:  # training.trainer_kwargs passes it to TRL explicitly
         args.append("--activation-checkpointing")
